@@ -1,0 +1,82 @@
+"""Compose the run configuration with Hydra: defaults < experiment yaml < command line."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from fif.errors import FifError
+
+
+def conf_dir() -> Path:
+    return Path(str(resources.files("fif") / "conf"))
+
+
+def _hydra_compose(overrides: Sequence[str]) -> DictConfig:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides))
+
+
+def _one_line(error: Exception, overrides: Sequence[str]) -> str:
+    text = str(error).strip()
+    missing = re.search(r"Could not override '([^']+)'", text)
+    if missing:
+        return f"unknown config key {missing.group(1)!r} (run `fif run --cfg` to list every key)"
+    group = re.search(r"Could not find '(\w+)/([^']+)'", text)
+    if group:
+        options = sorted(p.stem for p in (conf_dir() / group.group(1)).glob("*.yaml"))
+        return f"{group.group(1)}={group.group(2)!r} does not exist (expected one of: {', '.join(options)})"
+    first = text.splitlines()[0] if text else type(error).__name__
+    return f"bad override ({' '.join(overrides)}): {first}"
+
+
+def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaves(value, f"{prefix}{key}.")
+    else:
+        yield prefix[:-1], node
+
+
+def _check_types(cfg: DictConfig, defaults: DictConfig) -> None:
+    """Hydra accepts ``experiment.task.num=abc``; reject values whose type differs from the default's."""
+    values = dict(_leaves(OmegaConf.to_container(cfg, resolve=True)))
+    for key, default in _leaves(OmegaConf.to_container(defaults, resolve=True)):
+        value = values.get(key, default)
+        if value is None or default is None:
+            continue
+        if isinstance(default, bool):
+            ok, expected = isinstance(value, bool), "true or false"
+        elif isinstance(default, int):
+            ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        elif isinstance(default, float):
+            ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        else:
+            continue
+        if not ok:
+            raise FifError(f"{key}={value!r} is not valid: expected {expected}")
+
+
+def compose(overrides: Sequence[str] = ()) -> DictConfig:
+    """The resolved config; a bad override is a one-line FifError naming it."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        cfg = _hydra_compose(overrides)
+        defaults = _hydra_compose([o for o in overrides if o.split("=")[0] == "experiment"])
+    except (HydraException, OmegaConfBaseException, ValueError) as error:
+        raise FifError(_one_line(error, overrides)) from None
+    _check_types(cfg, defaults)
+    return cfg
+
+
+def to_container(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

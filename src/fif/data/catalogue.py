@@ -1,0 +1,74 @@
+"""The training side of a stream: every train sample of the streamed classes, by global index.
+
+Tasks, the replay buffer and the mixture refer to samples by index into this catalogue (never by
+copies of images), as the reference's "buffer of all previous tasks" does.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from PIL import Image
+
+from fif.data.fif_format import ADAPTATION, DatasetSpec, Split, read_split
+from fif.data.images import load_rgb
+from fif.data.streams import StreamEntry
+from fif.errors import FifError
+
+
+class TrainingCatalogue:
+    """Train samples of all streamed classes; ``task_indices(classes)`` gives a task's samples."""
+
+    def __init__(self, root: str | Path, registry: dict[str, DatasetSpec], entries: list[StreamEntry],
+                 info_dir: str | Path | None = None, preload: bool = False) -> None:
+        by_folder = {spec.folder: spec for spec in registry.values()}
+        self.splits: list[Split] = []
+        self.offsets: list[int] = []
+        self._by_class: dict[StreamEntry, list[int]] = {}
+        total = 0
+        for folder in dict.fromkeys(f for f, _ in entries):
+            spec = by_folder.get(folder)
+            if spec is None:
+                raise FifError(f"stream entry {folder}+++...: dataset folder {folder!r} is not in the registry "
+                               f"(known: {', '.join(sorted(by_folder))})")
+            if spec.role != ADAPTATION:
+                raise FifError(f"stream entry {folder}+++...: {folder} is an evaluation-only dataset "
+                               f"(role {spec.role!r}); streams may only bring adaptation datasets")
+            split = read_split(root, spec, "train", info_dir)
+            for index, target in enumerate(split.targets):
+                self._by_class.setdefault((folder, split.classnames[target]), []).append(total + index)
+            self.splits.append(split)
+            self.offsets.append(total)
+            total += len(split)
+        for folder, classname in entries:
+            if (folder, classname) not in self._by_class:
+                known = [c for f, c in self._by_class if f == folder]
+                raise FifError(f"stream entry {folder}+++{classname}: class {classname!r} does not exist in "
+                               f"{folder} (e.g. {', '.join(map(repr, known[:5]))})")
+        self.size = total
+        self._images: list[Image.Image] | None = None
+        if preload:
+            self._images = [load_rgb(p) for split in self.splits for p in split.paths]
+
+    def __len__(self) -> int:
+        return self.size
+
+    def task_indices(self, classes: list[StreamEntry]) -> list[int]:
+        return [i for entry in classes for i in self._by_class[entry]]
+
+    def _locate(self, index: int) -> tuple[Split, int]:
+        for split, offset in zip(reversed(self.splits), reversed(self.offsets)):
+            if index >= offset:
+                return split, index - offset
+        raise IndexError(index)
+
+    def image(self, index: int) -> Image.Image:
+        if self._images is not None:
+            return self._images[index]
+        split, local = self._locate(index)
+        return load_rgb(split.paths[local])
+
+    def caption(self, index: int, rng: random.Random) -> str:
+        split, local = self._locate(index)
+        return split.train_caption(local, rng)

@@ -1,0 +1,5 @@
+"""User-facing errors: one line that names the culprit and what was expected."""
+
+
+class FifError(Exception):
+    """Raised for bad input; the CLI prints ``error: <message>`` and exits with status 2."""

@@ -1,0 +1,21 @@
+"""Method registry: ``continual.method=NAME`` picks one; its options live under ``continual.NAME``."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+
+from fif.errors import FifError
+from fif.methods.base import ContinualMethod, TaskInfo
+from fif.methods.finetune import Finetune
+
+METHODS: dict[str, type[ContinualMethod]] = {"finetune": Finetune}
+
+__all__ = ["METHODS", "ContinualMethod", "TaskInfo", "build_method"]
+
+
+def build_method(cfg: DictConfig, model: torch.nn.Module, device: torch.device) -> ContinualMethod:
+    name = cfg.continual.method
+    if name not in METHODS:
+        raise FifError(f"continual.method={name!r} is not a known method (expected one of: {', '.join(METHODS)})")
+    return METHODS[name](model, cfg, cfg.continual.get(name) or DictConfig({}), device)

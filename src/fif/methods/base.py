@@ -1,0 +1,137 @@
+"""The ContinualMethod API: what the training loop may ask of any update method.
+
+The loop never knows which method runs; a method never touches the data loader. A method owns
+its model, optimizer and learning-rate schedule, and everything it needs for an exact resume is
+in its ``state_dict``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import open_clip
+import torch
+from omegaconf import DictConfig
+
+from fif.data.batches import Batch
+from fif.eval.suite import autocast_for
+from fif.train.schedules import learning_rate
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    index: int  # 0-based
+    num_tasks: int
+    steps: int  # optimizer steps this task's budget buys
+
+
+class ContinualMethod:
+    """Base class; subclasses override ``trainable_parameters`` and the hooks they need."""
+
+    name = "base"
+
+    def __init__(self, model: torch.nn.Module, cfg: DictConfig, method_cfg: DictConfig, device: torch.device) -> None:
+        self.model, self.cfg, self.method_cfg, self.device = model, cfg, method_cfg, device
+        self.task: TaskInfo | None = None
+        self.step_in_task = 0
+
+    # ---------------------------------------------------------------- API
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        raise NotImplementedError
+
+    def begin_task(self, task: TaskInfo) -> None:
+        self.task, self.step_in_task = task, 0
+
+    def observe(self, batch: Batch) -> dict[str, float]:
+        raise NotImplementedError
+
+    def end_task(self, task: TaskInfo) -> None:
+        pass
+
+    def eval_model(self) -> torch.nn.Module:
+        return self.model
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "step_in_task": self.step_in_task}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.step_in_task = state["step_in_task"]
+
+
+class GradientMethod(ContinualMethod):
+    """Contrastive training of ``trainable_parameters()`` with AdamW, clipping and a per-task schedule.
+
+    The optimizer and the schedule restart at every task (warmup + cosine per task, as the
+    reference); subclasses add loss terms through ``extra_loss``.
+    """
+
+    def __init__(self, model: torch.nn.Module, cfg: DictConfig, method_cfg: DictConfig, device: torch.device) -> None:
+        super().__init__(model, cfg, method_cfg, device)
+        self.loss_fn = open_clip.ClipLoss()
+        self.optimizer: torch.optim.Optimizer | None = None
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+        for parameter in self.trainable_parameters():
+            parameter.requires_grad_(True)
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        opt = self.cfg.experiment.optimizer
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        # No weight decay on gains, biases, embeddings and the logit scale (open_clip's rule).
+        no_decay = lambda n, p: p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n  # noqa: E731
+        groups = [{"params": [p for n, p in named if not no_decay(n, p)], "weight_decay": float(opt.weight_decay)},
+                  {"params": [p for n, p in named if no_decay(n, p)], "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=float(opt.lr), betas=(0.9, 0.98), eps=1e-6)
+
+    def begin_task(self, task: TaskInfo) -> None:
+        super().begin_task(task)
+        self.optimizer = self._make_optimizer()
+        self.model.train()
+
+    def current_lr(self) -> float:
+        sched, opt = self.cfg.experiment.scheduler, self.cfg.experiment.optimizer
+        assert self.task is not None
+        return learning_rate(sched.name, self.step_in_task, self.task.steps, float(opt.lr), sched.warmup)
+
+    def extra_loss(self) -> torch.Tensor | None:
+        return None
+
+    def observe(self, batch: Batch) -> dict[str, float]:
+        assert self.optimizer is not None, "begin_task() must come before observe()"
+        lr = self.current_lr()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batch = batch.to(self.device)
+        with autocast_for(self.device):
+            image_features, text_features, logit_scale = self.model(batch.images, batch.texts)[:3]
+            loss = self.loss_fn(image_features, text_features, logit_scale)
+            extra = self.extra_loss()
+            total = loss + extra if extra is not None else loss
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        clip = self.cfg.experiment.optimizer.clip_grad_norm
+        if clip:
+            torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), float(clip))
+        self.optimizer.step()
+        with torch.no_grad():  # open_clip keeps the temperature at most 100
+            if hasattr(self.model, "logit_scale"):
+                self.model.logit_scale.clamp_(0, math.log(100))
+        self.step_in_task += 1
+        stats = {"loss": float(loss.detach()), "lr": lr}
+        if extra is not None:
+            stats["extra_loss"] = float(extra.detach())
+        return stats
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["optimizer"] = self.optimizer.state_dict() if self.optimizer is not None else None
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if state.get("optimizer") is not None:
+            self.optimizer = self._make_optimizer()
+            self.optimizer.load_state_dict(state["optimizer"])
