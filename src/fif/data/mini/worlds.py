@@ -245,7 +245,7 @@ def _objects3d(rng: random.Random, cls: int, split: str, item: int) -> Drawn:
         draw.polygon([(cx, base - 2.3 * s), (cx + s * 0.3, base), (cx + s, base)], fill=_shade(colour, 0.7))
     return R.finish(image), [
         f"a rendering of a {colour_name} {obj} standing on a {floor_name} floor in front of a {wall_name} wall",
-        f"a rendered {obj} in {colour_name}, lit from the top left",
+        f"a rendered {colour_name} {obj}, lit from the top left",
     ]
 
 
