@@ -42,3 +42,17 @@ def test_base_model_knows_the_pool_and_not_the_stream(mini_root):
     assert summary["A_ZS"] - summary["A_KA"] > 25.0
     assert scores["primcolours"].score > 80.0
     assert scores["swatches"].score < 40.0  # fine colour names were never seen
+
+
+def test_template_ensemble_averages_normalised_prompt_embeddings(mini_root):
+    from fif.eval.zero_shot import class_embeddings
+    from fif.models.backbone import build_backbone
+
+    backbone = build_backbone("mini_clip")
+    device = torch.device("cpu")
+    names = ["red", "blue"]
+    a = class_embeddings(backbone.model, backbone.tokenizer, names, ["a photo of a {} shape."], device)
+    b = class_embeddings(backbone.model, backbone.tokenizer, names, ["a {} circle"], device)
+    both = class_embeddings(backbone.model, backbone.tokenizer, names, ["a photo of a {} shape.", "a {} circle"], device)
+    assert torch.allclose(both, F.normalize(a + b, dim=-1), atol=1e-6)
+    assert torch.allclose(both.norm(dim=-1), torch.ones(2))

@@ -41,6 +41,8 @@ def train_step_gflops_per_sample(model: torch.nn.Module, trainable: set[str], im
     Counted on a copy of the model, so the caller's weights, gradients and RNG are untouched.
     """
     probe = copy.deepcopy(model).train()
+    device = next(probe.parameters()).device
+    images, texts = images.to(device), texts.to(device)
     for name, parameter in probe.named_parameters():
         parameter.requires_grad_(name in trainable)
     loss_fn = open_clip.ClipLoss()

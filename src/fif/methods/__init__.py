@@ -11,11 +11,15 @@ from fif.methods.finetune import Finetune
 
 METHODS: dict[str, type[ContinualMethod]] = {"finetune": Finetune}
 
-__all__ = ["METHODS", "ContinualMethod", "TaskInfo", "build_method"]
+__all__ = ["METHODS", "ContinualMethod", "TaskInfo", "build_method", "method_class"]
+
+
+def method_class(name: str) -> type[ContinualMethod]:
+    if name not in METHODS:
+        raise FifError(f"continual.method={name!r} is not a known method (expected one of: {', '.join(METHODS)})")
+    return METHODS[name]
 
 
 def build_method(cfg: DictConfig, model: torch.nn.Module, device: torch.device) -> ContinualMethod:
     name = cfg.continual.method
-    if name not in METHODS:
-        raise FifError(f"continual.method={name!r} is not a known method (expected one of: {', '.join(METHODS)})")
-    return METHODS[name](model, cfg, cfg.continual.get(name) or DictConfig({}), device)
+    return method_class(name)(model, cfg, cfg.continual.get(name) or DictConfig({}), device)

@@ -29,7 +29,7 @@ from fif.data.streams import chunk_into_tasks, read_stream, resolve_stream
 from fif.errors import FifError
 from fif.eval.metrics import average_over_tasks, summarize
 from fif.eval.suite import EvalSuite
-from fif.methods import TaskInfo, build_method
+from fif.methods import TaskInfo, build_method, method_class
 from fif.models.backbone import build_backbone
 from fif.tracking.jsonl import JsonlTracker
 from fif.utils.io import atomic_torch_save, atomic_write, atomic_write_json
@@ -55,7 +55,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def data_root(cfg: DictConfig) -> Path:
+def data_root(cfg: DictConfig, echo=print) -> Path:
     """The FiF data root; the mini benchmark is generated on first use."""
     if cfg.experiment.dataset.root:
         root = Path(cfg.experiment.dataset.root).expanduser()
@@ -63,9 +63,12 @@ def data_root(cfg: DictConfig) -> Path:
             raise FifError(f"experiment.dataset.root={root} does not exist")
         return root
     if "mini" in cfg:
-        from fif.data.mini.build import build_datasets, default_root
+        from fif.data.mini.build import build_datasets, default_root, is_built
 
-        return build_datasets(default_root(int(cfg.mini.seed)), seed=int(cfg.mini.seed))
+        root = default_root(int(cfg.mini.seed))
+        if not is_built(root):
+            echo(f"generating the mini benchmark into {root} (first use, about 10 s)")
+        return build_datasets(root, seed=int(cfg.mini.seed))
     raise FifError("experiment.dataset.root is not set (point it at a FiF data root, or use experiment=mini)")
 
 
@@ -107,11 +110,12 @@ def run_experiment(cfg: DictConfig, echo=print) -> RunOutput:
     seed = int(cfg.experiment.seed)
     seed_everything(seed)
     device = resolve_device(str(cfg.device))
+    method_class(str(cfg.continual.method))  # fail on a typo before any data is read
     steps = steps_per_task(cfg)
     mixture = {k: float(v) for k, v in cfg.experiment.dataset.data_mixture.items()}
     batch_split(int(cfg.experiment.task.batch_size), mixture)  # validate the shares before any work
 
-    root = data_root(cfg)
+    root = data_root(cfg, echo)
     ds_cfg = cfg.experiment.dataset
     registry = load_registry(Path(ds_cfg.registry) if ds_cfg.registry else root / "datasets.json")
     if not ds_cfg.sequence:

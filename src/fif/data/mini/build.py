@@ -73,10 +73,14 @@ def registry_entries() -> dict[str, dict]:
     }
 
 
+def is_built(root: Path) -> bool:
+    return (Path(root) / _DONE).exists()
+
+
 def build_datasets(root: Path, seed: int = 0, workers: int | None = None) -> Path:
     """Generate every mini dataset under ``root`` unless a complete build is already there."""
     root = Path(root)
-    if (root / _DONE).exists():
+    if is_built(root):
         return root
     tmp = root.with_name(root.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -89,6 +93,9 @@ def build_datasets(root: Path, seed: int = 0, workers: int | None = None) -> Pat
     (tmp / _DONE).write_text(json.dumps({"version": FORMAT_VERSION, "seed": seed}))
     if (root / "pool").exists():  # keep pool shards built earlier
         shutil.move(str(root / "pool"), str(tmp / "pool"))
+    if is_built(root):  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+        return root
     shutil.rmtree(root, ignore_errors=True)
     os.replace(tmp, root)
     return root
