@@ -3,3 +3,7 @@
 
 class FifError(Exception):
     """Raised for bad input; the CLI prints ``error: <message>`` and exits with status 2."""
+
+
+class CorruptSampleError(FifError):
+    """One sample (image or info entry) cannot be read; runs may skip these when told to."""

@@ -12,7 +12,6 @@ from pathlib import Path
 from PIL import Image
 
 from fif.data.fif_format import ADAPTATION, DatasetSpec, Split, read_split
-from fif.data.images import load_rgb
 from fif.data.streams import StreamEntry
 from fif.errors import FifError
 
@@ -49,7 +48,7 @@ class TrainingCatalogue:
         self.size = total
         self._images: list[Image.Image] | None = None
         if preload:
-            self._images = [load_rgb(p) for split in self.splits for p in split.paths]
+            self._images = [split.image(i) for split in self.splits for i in range(len(split))]
 
     def __len__(self) -> int:
         return self.size
@@ -67,7 +66,7 @@ class TrainingCatalogue:
         if self._images is not None:
             return self._images[index]
         split, local = self._locate(index)
-        return load_rgb(split.paths[local])
+        return split.image(local)
 
     def caption(self, index: int, rng: random.Random) -> str:
         split, local = self._locate(index)

@@ -13,6 +13,9 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image
+
+from fif.data.images import load_rgb
 from fif.errors import FifError
 
 ADAPTATION, EVALUATION = "adaptation", "evaluation"
@@ -53,6 +56,10 @@ class Split:
 
     def test_caption(self, index: int) -> str:
         return self.captions[index][0]
+
+    def image(self, index: int) -> Image.Image:
+        """The RGB image of sample ``index`` (a corrupt file raises CorruptSampleError naming it)."""
+        return load_rgb(self.paths[index])
 
 
 def load_registry(path: str | Path) -> dict[str, DatasetSpec]:

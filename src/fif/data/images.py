@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from fif.errors import FifError
+from fif.errors import CorruptSampleError, FifError
 
 
 def load_rgb(path: str | Path) -> Image.Image:
@@ -17,4 +17,4 @@ def load_rgb(path: str | Path) -> Image.Image:
     except FileNotFoundError:
         raise FifError(f"image {path} does not exist") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise FifError(f"image {path} is corrupt or unreadable ({type(error).__name__}: {error})") from None
+        raise CorruptSampleError(f"image {path} is corrupt or unreadable ({type(error).__name__}: {error})") from None

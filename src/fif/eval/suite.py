@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from fif.data.fif_format import DatasetSpec, Split, read_split
-from fif.data.images import load_rgb
 from fif.eval.retrieval import recall_at_k
 from fif.eval.zero_shot import class_embeddings, top1_accuracy
 
@@ -29,7 +28,7 @@ class _SplitImages(Dataset):
         return len(self.split)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return self.transform(load_rgb(self.split.paths[index]))
+        return self.transform(self.split.image(index))
 
 
 @dataclass
@@ -64,7 +63,7 @@ class EvalSuite:
         self.sets: list[EvalSet] = []
         for spec in specs:
             split = read_split(root, spec, "test", info_dir)
-            images = torch.stack([transform(load_rgb(p)) for p in split.paths]) if preload else None
+            images = torch.stack([transform(split.image(i)) for i in range(len(split))]) if preload else None
             self.sets.append(EvalSet(spec, split, images))
 
     def _image_features(self, model: torch.nn.Module, eval_set: EvalSet, device: torch.device) -> torch.Tensor:
