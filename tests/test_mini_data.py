@@ -40,7 +40,7 @@ def test_every_sample_has_an_image_a_class_and_a_richer_caption(mini_root):
     registry = load_registry(mini_root / "datasets.json")
     for spec in registry.values():
         split = read_split(mini_root, spec, "test")
-        with Image.open(split.paths[0]) as image:
+        with Image.open(split.where(0)) as image:
             assert image.size == (32, 32) and image.mode == "RGB"
         for index in range(0, len(split), 37):
             for caption in split.captions[index]:

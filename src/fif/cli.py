@@ -3,6 +3,9 @@
     fif run [--cfg] [KEY=VALUE ...]       run an experiment (Hydra-style overrides)
     fif pretrain-base [--out DIR] ...     reproduce the shipped mini CLIP
     fif data build-mini [--root DIR]      generate the mini benchmark (runs do this on first use)
+    fif data verify ROOT [--tar] ...      check a FiF data root: present, complete, corrupt (exit 1 on problems)
+    fif data show DATASET [--out PNG]     a grid of a dataset's samples with their captions
+    fif streams build --order O --out F   a deployment ordering of a data root's classes
 
 Bad input ends with one line, ``error: ...``, and exit status 2; never a traceback.
 """
@@ -103,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--pool-shards", type=int, default=4, help="pool shards of 5,000 samples")
     build.add_argument("--seed", type=int, default=0, help="data seed")
     build.set_defaults(func=cmd_build_mini)
+    from fif.cli_verify import add_verify_command
+
+    add_verify_command(data)
+    from fif.cli_streams import add_commands
+
+    add_commands(sub, data)
     return parser
 
 

@@ -13,14 +13,15 @@ from PIL import Image
 
 from fif.data.fif_format import ADAPTATION, DatasetSpec, Split, read_split
 from fif.data.streams import StreamEntry
-from fif.errors import FifError
+from fif.errors import CorruptSampleError, FifError
 
 
 class TrainingCatalogue:
     """Train samples of all streamed classes; ``task_indices(classes)`` gives a task's samples."""
 
     def __init__(self, root: str | Path, registry: dict[str, DatasetSpec], entries: list[StreamEntry],
-                 info_dir: str | Path | None = None, preload: bool = False) -> None:
+                 info_dir: str | Path | None = None, preload: bool = False, skip_corrupt: bool = False,
+                 tar: bool = False, resized: bool = False) -> None:
         by_folder = {spec.folder: spec for spec in registry.values()}
         self.splits: list[Split] = []
         self.offsets: list[int] = []
@@ -34,7 +35,7 @@ class TrainingCatalogue:
             if spec.role != ADAPTATION:
                 raise FifError(f"stream entry {folder}+++...: {folder} is an evaluation-only dataset "
                                f"(role {spec.role!r}); streams may only bring adaptation datasets")
-            split = read_split(root, spec, "train", info_dir)
+            split = read_split(root, spec, "train", info_dir, tar=tar, resized=resized)
             for index, target in enumerate(split.targets):
                 self._by_class.setdefault((folder, split.classnames[target]), []).append(total + index)
             self.splits.append(split)
@@ -46,9 +47,9 @@ class TrainingCatalogue:
                 raise FifError(f"stream entry {folder}+++{classname}: class {classname!r} does not exist in "
                                f"{folder} (e.g. {', '.join(map(repr, known[:5]))})")
         self.size = total
-        self._images: list[Image.Image] | None = None
-        if preload:
-            self._images = [split.image(i) for split in self.splits for i in range(len(split))]
+        self._images: list[Image.Image | CorruptSampleError] | None = None
+        if preload:  # with skip_corrupt a corrupt file is remembered and raised when the sample is used
+            self._images = [self._preload(split, i, skip_corrupt) for split in self.splits for i in range(len(split))]
 
     def __len__(self) -> int:
         return self.size
@@ -62,9 +63,21 @@ class TrainingCatalogue:
                 return split, index - offset
         raise IndexError(index)
 
+    @staticmethod
+    def _preload(split: Split, index: int, skip_corrupt: bool) -> Image.Image | CorruptSampleError:
+        try:
+            return split.image(index)
+        except CorruptSampleError as error:
+            if not skip_corrupt:
+                raise
+            return error
+
     def image(self, index: int) -> Image.Image:
         if self._images is not None:
-            return self._images[index]
+            image = self._images[index]
+            if isinstance(image, CorruptSampleError):
+                raise CorruptSampleError(str(image), image.path)
+            return image
         split, local = self._locate(index)
         return split.image(local)
 

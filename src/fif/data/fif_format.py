@@ -1,6 +1,7 @@
 """Read datasets in the reference FoMo-in-Flux on-disk layout.
 
-A data root holds ``ROOT/<FOLDER>/<key>`` images; per-split info files
+A data root holds ``ROOT/<FOLDER>/<key>`` images (or ``ROOT/<FOLDER>.tar``, see fif.data.storage);
+per-split info files
 (``<info_dir>/<FOLDER>_<split>.json``: image key -> classname, captions, target) live in an info
 directory, ``ROOT/00_info`` by default. The registry (the reference's datasets.json fields:
 folder, primer, type, role_in_default_benchmark) says which datasets exist and what they are for.
@@ -13,9 +14,12 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
-from fif.data.images import load_rgb
+from fif.data.info_files import info_file, read_info
+from fif.data.packed import PackedCaptions, PackedStrings
+from fif.data.storage import ImageStore, open_store
 from fif.errors import FifError
 
 ADAPTATION, EVALUATION = "adaptation", "evaluation"
@@ -30,6 +34,11 @@ class DatasetSpec:
     kind: str  # classification | retrieval
     role: str  # adaptation | evaluation | not_in_benchmark
     primer: str
+    splits: tuple[str, ...] = ()  # info-file splits it has; () -> by role (evaluation-only: test)
+
+    def __post_init__(self) -> None:
+        if not self.splits:  # the reference loads train+test for streamed datasets, test for held-out ones
+            object.__setattr__(self, "splits", ("test",) if self.role == EVALUATION else ("train", "test"))
 
     @property
     def eval_only(self) -> bool:
@@ -38,18 +47,24 @@ class DatasetSpec:
 
 @dataclass
 class Split:
-    """One split of one dataset: image paths, class targets and captions, in info-file order."""
+    """One split of one dataset, in info-file order: keys, class targets, captions and the image store.
+
+    Keys and captions are packed (see fif.data.packed) and targets are an int64 array, so the
+    ~2.5M entries of a full FiF root stay small in RAM and in DataLoader workers.
+    """
 
     spec: DatasetSpec
     name: str
-    paths: list[Path]
-    targets: list[int]
+    keys: PackedStrings  # info-file keys: image paths relative to ROOT/<FOLDER>/ (or tar members <FOLDER>/<key>)
+    targets: np.ndarray
     classnames: list[str]  # index = target (classification); empty for retrieval
-    captions: list[list[str]]  # training captions per image (choose one at random when training)
+    captions: PackedCaptions  # training captions per image (choose one at random when training)
+    store: ImageStore
+    info_path: Path | None = None
     class_of: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.keys)
 
     def train_caption(self, index: int, rng: random.Random) -> str:
         return rng.choice(self.captions[index])
@@ -58,8 +73,12 @@ class Split:
         return self.captions[index][0]
 
     def image(self, index: int) -> Image.Image:
-        """The RGB image of sample ``index`` (a corrupt file raises CorruptSampleError naming it)."""
-        return load_rgb(self.paths[index])
+        """The RGB image of sample ``index`` (a corrupt or missing one raises CorruptSampleError naming it)."""
+        return self.store.load(self.keys[index])
+
+    def where(self, index: int) -> str:
+        """The file (or ``TAR: MEMBER``) of sample ``index``."""
+        return self.store.where(self.keys[index])
 
 
 def load_registry(path: str | Path) -> dict[str, DatasetSpec]:
@@ -70,7 +89,8 @@ def load_registry(path: str | Path) -> dict[str, DatasetSpec]:
     try:
         raw = json.loads(path.read_text())
         return {
-            name: DatasetSpec(name, entry["folder"], entry["type"], entry["role_in_default_benchmark"], entry["primer"])
+            name: DatasetSpec(name, _folder_of(path, name, entry), entry["type"], entry["role_in_default_benchmark"],
+                              entry["primer"], tuple(entry.get("splits") or ()))
             for name, entry in raw.items()
         }
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
@@ -78,49 +98,34 @@ def load_registry(path: str | Path) -> dict[str, DatasetSpec]:
                        f"expected {{name: {{folder, primer, type, role_in_default_benchmark}}}}") from None
 
 
-def _captions_of(entry: dict, where: str) -> list[str]:
-    default = entry.get("default_caption")
-    if default:
-        return [default] if isinstance(default, str) else list(default)
-    merged = entry.get("synthetic_merged_caption") or []
-    if merged:
-        return list(merged)
-    if entry.get("primer_caption"):
-        return [entry["primer_caption"]]
-    raise FifError(f"{where}: no caption (default_caption, synthetic_merged_caption and primer_caption all empty)")
+def _folder_of(path: Path, name: str, entry: dict) -> str:
+    """The reference's datasets.json leaves imagenet's folder null (its module builds the path)."""
+    if entry["folder"]:
+        return entry["folder"]
+    from fif.data.registry import builtin_registry
+
+    known = builtin_registry().get(name)
+    if known is None:
+        raise FifError(f"dataset registry {path}: entry {name!r} has no 'folder' (expected its folder under the root)")
+    return known.folder
 
 
-def read_split(root: str | Path, spec: DatasetSpec, split: str, info_dir: str | Path | None = None) -> Split:
-    """Read one split's info file; class names come from the data (target -> classname)."""
+def read_split(root: str | Path, spec: DatasetSpec, split: str, info_dir: str | Path | None = None, *,
+               tar: bool = False, resized: bool = False, store: ImageStore | None = None,
+               problems: list[str] | None = None) -> Split:
+    """Read one split: its info file (class names come from the data: target -> classname) and
+    its image store, the folder ``ROOT/<FOLDER>`` or, with ``tar``, ``ROOT/<FOLDER>.tar``.
+
+    ``resized`` reads the 224-px variant where it exists; ``problems`` collects bad entries
+    instead of raising (see fif.data.info_files.read_info).
+    """
     root = Path(root)
     info_dir = Path(info_dir) if info_dir else root / "00_info"
-    info_path = info_dir / f"{spec.folder}_{split}.json"
-    if not (root / spec.folder).is_dir():
-        raise FifError(f"dataset folder {root / spec.folder} does not exist (dataset {spec.name!r})")
+    if store is None:
+        store = open_store(root, spec.folder, tar, spec.name)
+    info_path = info_file(info_dir, root, spec.folder, split, tar, resized)
     if not info_path.is_file():
         raise FifError(f"info file {info_path} does not exist (dataset {spec.name!r}, split {split!r})")
-    try:
-        info = json.loads(info_path.read_text())
-    except json.JSONDecodeError as error:
-        raise FifError(f"info file {info_path} is not valid JSON: {error}") from None
-    paths, targets, captions = [], [], []
-    names: dict[int, str] = {}
-    for key, entry in info.items():
-        where = f"{info_path}: {key}"
-        try:
-            target = int(entry["target"])
-        except (KeyError, TypeError, ValueError):
-            raise FifError(f"{where}: missing or non-integer 'target'") from None
-        paths.append(root / spec.folder / key)
-        targets.append(target)
-        captions.append(_captions_of(entry, where))
-        if spec.kind == "classification":
-            classname = entry.get("classname")
-            if classname is None:
-                raise FifError(f"{where}: classification sample without 'classname'")
-            if names.setdefault(target, classname) != classname:
-                raise FifError(f"{where}: target {target} is both {names[target]!r} and {classname!r}")
-    classnames: list[str] = []
-    if names:
-        classnames = [names.get(t, f"<missing class {t}>") for t in range(max(names) + 1)]
-    return Split(spec, split, paths, targets, classnames, captions, {c: i for i, c in enumerate(classnames)})
+    entries = read_info(info_path, spec.kind, problems)
+    return Split(spec, split, entries.keys, entries.targets, entries.classnames, entries.captions, store,
+                 info_path, {c: i for i, c in enumerate(entries.classnames)})

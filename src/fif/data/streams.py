@@ -1,8 +1,12 @@
 """Stream files (the reference format) and their chunking into tasks.
 
 A stream file is a JSON list of ``"FOLDER+++classname"``: the order in which concepts arrive.
-It is chunked into ``num_tasks`` contiguous tasks; the first ``len % num_tasks`` tasks get one
-class more.
+A run's stream comes from ``experiment.dataset.sequence`` (a file or shipped stream) or, without
+one, from ``experiment.dataset.name`` (datasets whose train-split classes are streamed in dataset
+order). ``experiment.dataset.sequence_reshuffle`` shuffles it by seed as the reference does
+(numpy's legacy RandomState). It is then chunked into ``experiment.task.num`` contiguous tasks
+(the first ``len % num`` tasks get one class more) or, with
+``experiment.task.dataset_incremental``, into one task per dataset in order of first appearance.
 """
 
 from __future__ import annotations
@@ -10,8 +14,14 @@ from __future__ import annotations
 import json
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
 
 from fif.errors import FifError
+
+if TYPE_CHECKING:
+    from fif.data.fif_format import DatasetSpec, Split
 
 SEPARATOR = "+++"
 StreamEntry = tuple[str, str]  # (dataset folder, classname)
@@ -70,3 +80,111 @@ def chunk_into_tasks(entries: list[StreamEntry], num_tasks: int) -> list[list[St
         tasks.append(entries[start:start + size])
         start += size
     return tasks
+
+
+def _not_streamable(spec: "DatasetSpec") -> str | None:
+    """Why a dataset may not be in a stream (None when it may): only adaptation datasets are streamed."""
+    from fif.data.fif_format import ADAPTATION, EVALUATION
+
+    if spec.role == ADAPTATION:
+        return None
+    what = ("an evaluation-only dataset" if spec.role == EVALUATION
+            else f"not an adaptation dataset (role {spec.role!r})")
+    return f"{spec.folder} is {what}; streams may only bring adaptation datasets"
+
+
+def check_stream(entries: list[StreamEntry], registry: dict[str, "DatasetSpec"], source: str) -> list[StreamEntry]:
+    """Entries with their dataset part turned into registry folders; unknown, held-out or repeated ones fail."""
+    from fif.data.registry import find_dataset
+
+    specs: dict[str, DatasetSpec] = {}
+    for position, (key, classname) in enumerate(entries):
+        if key in specs:
+            continue
+        where = f"stream {source}, entry {position} ({key}{SEPARATOR}{classname}): dataset"
+        spec = specs[key] = find_dataset(registry, key, where)
+        reason = _not_streamable(spec)
+        if reason:
+            raise FifError(f"stream {source}, entry {position} ({key}{SEPARATOR}{classname}): {reason}")
+    normalized = [(specs[key].folder, classname) for key, classname in entries]
+    seen: dict[StreamEntry, int] = {}
+    for position, entry in enumerate(normalized):
+        if entry in seen:
+            raise FifError(f"stream {source}, entry {position} ({entry[0]}{SEPARATOR}{entry[1]}) repeats entry "
+                           f"{seen[entry]}; every dataset+class may appear once")
+        seen[entry] = position
+    return normalized
+
+
+def split_classes(split: "Split") -> list[StreamEntry]:
+    """A split's classes that have samples, in target order (the reference's per-dataset streams)."""
+    present = set(split.targets)
+    classes = [(split.spec.folder, name) for target, name in enumerate(split.classnames) if target in present]
+    if not classes:
+        raise FifError(f"dataset {split.spec.folder}: its {split.name} split names no classes (info file entries "
+                       f"have no 'classname'), so it cannot be streamed")
+    return classes
+
+
+def dataset_classes(root: str | Path, spec: "DatasetSpec", info_dir: str | Path | None = None,
+                    tar: bool = False) -> list[StreamEntry]:
+    """A dataset's streamable classes, read from its train split's info file (folder or tar layout)."""
+    from fif.data.fif_format import read_split
+
+    return split_classes(read_split(root, spec, "train", info_dir, tar=tar))
+
+
+def dataset_stream(names: Sequence[str], root: str | Path, registry: dict[str, "DatasetSpec"],
+                   info_dir: str | Path | None = None, tar: bool = False) -> list[StreamEntry]:
+    """Every class of the named datasets, dataset after dataset (``experiment.dataset.name``)."""
+    from fif.data.registry import find_dataset
+
+    entries: list[StreamEntry] = []
+    for name in names:
+        spec = find_dataset(registry, str(name), "experiment.dataset.name: dataset")
+        reason = _not_streamable(spec)
+        if reason:
+            raise FifError(f"experiment.dataset.name: {reason}")
+        entries += dataset_classes(root, spec, info_dir, tar)
+    return check_stream(entries, registry, "experiment.dataset.name")
+
+
+def reshuffle(entries: list[StreamEntry], seed: int) -> list[StreamEntry]:
+    """The reference's ``sequence_reshuffle``: np.random.seed(seed); np.random.shuffle(sequence)."""
+    order = np.arange(len(entries))
+    np.random.RandomState(seed).shuffle(order)
+    return [entries[i] for i in order]
+
+
+def tasks_per_dataset(entries: list[StreamEntry]) -> list[list[StreamEntry]]:
+    """One task per dataset, datasets in order of first appearance, classes in stream order."""
+    tasks: dict[str, list[StreamEntry]] = {}
+    for entry in entries:
+        tasks.setdefault(entry[0], []).append(entry)
+    return list(tasks.values())
+
+
+def _names(value: Any) -> list[str]:
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def make_tasks(cfg: Any, root: str | Path,
+               registry: dict[str, "DatasetSpec"]) -> tuple[list[StreamEntry], list[list[StreamEntry]]]:
+    """The run's stream and its tasks from ``experiment.dataset`` and ``experiment.task``."""
+    ds, task = cfg.experiment.dataset, cfg.experiment.task
+    if ds.get("sequence") and ds.get("name"):
+        raise FifError(f"experiment.dataset.sequence={ds.sequence} and experiment.dataset.name={list(_names(ds.name))} "
+                       f"are both set; a stream comes from one of them (add experiment.dataset.sequence=null)")
+    if ds.get("sequence"):
+        source = resolve_stream(str(ds.sequence))
+        entries = check_stream(read_stream(source), registry, str(source))
+    elif ds.get("name"):
+        entries = dataset_stream(_names(ds.name), root, registry, ds.get("info_dir"), bool(ds.get("tar")))
+    else:
+        raise FifError("no stream: set experiment.dataset.sequence (a stream file or shipped stream name) or "
+                       "experiment.dataset.name (datasets to stream, e.g. [CIFAR100,DTD])")
+    if ds.get("sequence_reshuffle"):
+        entries = reshuffle(entries, int(cfg.experiment.seed))
+    if task.get("dataset_incremental"):
+        return entries, tasks_per_dataset(entries)
+    return entries, chunk_into_tasks(entries, int(task.num))

@@ -7,6 +7,7 @@ accuracy with the dataset's primer prompt; retrieval scores are recall@5 (recall
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -16,19 +17,32 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from fif.data.fif_format import DatasetSpec, Split, read_split
+from fif.errors import CorruptSampleError
 from fif.eval.retrieval import recall_at_k
 from fif.eval.zero_shot import class_embeddings, top1_accuracy
 
 
 class _SplitImages(Dataset):
+    """(index, image tensor) per test sample; a corrupt image yields (index, the error) instead,
+    so the main process decides (a one-line error, or leave the sample out)."""
+
     def __init__(self, split: Split, transform: Callable) -> None:
         self.split, self.transform = split, transform
 
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.transform(self.split.image(index))
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | CorruptSampleError]:
+        try:
+            return index, self.transform(self.split.image(index))
+        except CorruptSampleError as error:
+            return index, error
+
+
+def _collate(items: list[tuple[int, torch.Tensor | CorruptSampleError]]) -> tuple[list, list]:
+    """Split a batch of items into the readable ones and the corrupt ones."""
+    readable = [item for item in items if isinstance(item[1], torch.Tensor)]
+    return readable, [item for item in items if not isinstance(item[1], torch.Tensor)]
 
 
 @dataclass
@@ -36,6 +50,7 @@ class EvalSet:
     spec: DatasetSpec
     split: Split
     images: torch.Tensor | None  # preloaded, transformed test images (small benchmarks)
+    kept: list[int] | None = None  # preloaded: the sample indices ``images`` holds (corrupt ones left out)
 
 
 @dataclass(frozen=True)
@@ -57,26 +72,56 @@ class EvalSuite:
 
     def __init__(self, root: str | Path, specs: Sequence[DatasetSpec], transform: Callable,
                  info_dir: str | Path | None = None, preload: bool = True, batch_size: int = 256,
-                 num_workers: int = 0, templates: Sequence[str] | None = None) -> None:
+                 num_workers: int = 0, templates: Sequence[str] | None = None, skip_corrupt: bool = False,
+                 tar: bool = False, resized: bool = False) -> None:
         self.transform, self.batch_size, self.num_workers = transform, batch_size, num_workers
-        self.templates = templates
+        self.templates, self.skip_corrupt = templates, skip_corrupt
+        self.skipped: Counter[str] = Counter()  # corrupt test files left out (counted once per file)
         self.sets: list[EvalSet] = []
         for spec in specs:
-            split = read_split(root, spec, "test", info_dir)
-            images = torch.stack([transform(split.image(i)) for i in range(len(split))]) if preload else None
-            self.sets.append(EvalSet(spec, split, images))
+            split = read_split(root, spec, "test", info_dir, tar=tar, resized=resized)
+            if preload:
+                images = _SplitImages(split, transform)
+                loaded, corrupt = _collate([images[i] for i in range(len(split))])
+                self._corrupt(corrupt)
+                if not loaded:
+                    raise CorruptSampleError(f"dataset {spec.name}: no readable test image")
+                self.sets.append(EvalSet(spec, split, torch.stack([t for _, t in loaded]), [i for i, _ in loaded]))
+            else:
+                self.sets.append(EvalSet(spec, split, None))
 
-    def _image_features(self, model: torch.nn.Module, eval_set: EvalSet, device: torch.device) -> torch.Tensor:
+    def _corrupt(self, corrupt: list[tuple[int, CorruptSampleError]]) -> None:
+        """Stop on the first corrupt test image, or (skip_corrupt) record it as left out."""
+        for _, error in corrupt:
+            if not self.skip_corrupt:
+                raise CorruptSampleError(str(error), error.path)
+            self.skipped[str(error.path or error)] = 1
+
+    def _image_features(self, model: torch.nn.Module, eval_set: EvalSet,
+                        device: torch.device) -> tuple[torch.Tensor, list[int]]:
+        """Normalized features of the readable test images, and which sample indices they are."""
         if eval_set.images is not None:
-            batches = eval_set.images.split(self.batch_size)
+            batches = [(eval_set.kept[i:i + self.batch_size], chunk)
+                       for i, chunk in zip(range(0, len(eval_set.kept), self.batch_size),
+                                           eval_set.images.split(self.batch_size))]
         else:
-            batches = DataLoader(_SplitImages(eval_set.split, self.transform), batch_size=self.batch_size,
-                                 num_workers=self.num_workers)
-        features = []
+            loader = DataLoader(_SplitImages(eval_set.split, self.transform), batch_size=self.batch_size,
+                                num_workers=self.num_workers, collate_fn=_collate)
+            batches = self._readable(loader)
+        features, kept = [], []
         with autocast_for(device):
-            for batch in batches:
-                features.append(model.encode_image(batch.to(device, non_blocking=True)).float())
-        return F.normalize(torch.cat(features), dim=-1)
+            for indices, batch in batches:
+                if len(indices):
+                    features.append(model.encode_image(batch.to(device, non_blocking=True)).float())
+                    kept.extend(indices)
+        if not features:
+            raise CorruptSampleError(f"dataset {eval_set.spec.name}: no readable test image")
+        return F.normalize(torch.cat(features), dim=-1), kept
+
+    def _readable(self, loader: DataLoader):
+        for loaded, corrupt in loader:
+            self._corrupt(corrupt)
+            yield [i for i, _ in loaded], torch.stack([t for _, t in loaded]) if loaded else None
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, tokenizer: Callable, device: torch.device) -> dict[str, DatasetScore]:
@@ -91,17 +136,17 @@ class EvalSuite:
         return scores
 
     def _score(self, model: torch.nn.Module, tokenizer: Callable, eval_set: EvalSet, device: torch.device) -> DatasetScore:
-        image_features = self._image_features(model, eval_set, device)
+        image_features, kept = self._image_features(model, eval_set, device)
         split = eval_set.split
         with autocast_for(device):
             if eval_set.spec.kind == "retrieval":
-                texts = [c for captions in split.captions for c in captions]
-                owner = torch.tensor([i for i, captions in enumerate(split.captions) for _ in captions])
+                texts = [c for i in kept for c in split.captions[i]]
+                owner = torch.tensor([row for row, i in enumerate(kept) for _ in split.captions[i]])
                 text_features = torch.cat([model.encode_text(tokenizer(texts[i:i + self.batch_size]).to(device)).float()
                                            for i in range(0, len(texts), self.batch_size)])
                 recalls = recall_at_k(image_features, F.normalize(text_features, dim=-1), owner.to(device))
                 return DatasetScore(recalls[5], "recall@5", {"recall@1": recalls[1], "recall@5": recalls[5]})
             templates = self.templates or [eval_set.spec.primer]
             classes = class_embeddings(model, tokenizer, split.classnames, templates, device, self.batch_size)
-        accuracy = top1_accuracy(image_features, classes, torch.tensor(split.targets))
+        accuracy = top1_accuracy(image_features, classes, torch.tensor(split.targets)[kept])
         return DatasetScore(accuracy, "top1", {"top1": accuracy})

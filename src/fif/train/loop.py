@@ -21,11 +21,13 @@ from tqdm import tqdm
 from fif.budget.flops import train_step_gflops_per_sample
 from fif.config import to_container
 from fif.data.batches import BatchBuilder
+from fif.data.buffer import ReplayBuffer
 from fif.data.catalogue import TrainingCatalogue
-from fif.data.fif_format import ADAPTATION, EVALUATION, DatasetSpec, load_registry
+from fif.data.fif_format import ADAPTATION, EVALUATION, DatasetSpec
 from fif.data.mixture import MixtureSampler, batch_split
 from fif.data.pool import PoolStream, find_shards
-from fif.data.streams import chunk_into_tasks, read_stream, resolve_stream
+from fif.data.registry import resolve_registry
+from fif.data.streams import make_tasks
 from fif.errors import FifError
 from fif.eval.metrics import average_over_tasks, summarize
 from fif.eval.suite import EvalSuite
@@ -105,6 +107,19 @@ def steps_per_task(cfg: DictConfig) -> int:
     return steps
 
 
+def report_skipped(results: dict[str, Any], counters: list, echo=print, cap: int = 100) -> None:
+    """skipped_corrupt (how many samples were skipped) and the files (most skipped first, capped)."""
+    per_file: dict[str, int] = {}
+    for counter in counters:
+        for name, count in counter.items():
+            per_file[name] = per_file.get(name, 0) + count
+    results["skipped_corrupt"] = sum(per_file.values())
+    results["skipped_corrupt_files"] = dict(sorted(per_file.items(), key=lambda kv: (-kv[1], kv[0]))[:cap])
+    if per_file:
+        echo(f"skipped {results['skipped_corrupt']} corrupt samples in {len(per_file)} files "
+             f"(experiment.dataset.skip_corrupt=true; files in results.json)")
+
+
 def run_experiment(cfg: DictConfig, echo=print) -> RunOutput:
     """Run one experiment end to end and return its run folder and results."""
     seed = int(cfg.experiment.seed)
@@ -114,27 +129,31 @@ def run_experiment(cfg: DictConfig, echo=print) -> RunOutput:
     steps = steps_per_task(cfg)
     mixture = {k: float(v) for k, v in cfg.experiment.dataset.data_mixture.items()}
     batch_split(int(cfg.experiment.task.batch_size), mixture)  # validate the shares before any work
+    buffer = ReplayBuffer(str(cfg.experiment.dataset.buffer.policy), cfg.experiment.dataset.buffer.size, seed)
+    skip_corrupt = bool(cfg.experiment.dataset.skip_corrupt)
 
     root = data_root(cfg, echo)
     ds_cfg = cfg.experiment.dataset
-    registry = load_registry(Path(ds_cfg.registry) if ds_cfg.registry else root / "datasets.json")
-    if not ds_cfg.sequence:
-        raise FifError("experiment.dataset.sequence is not set (a stream file or a shipped stream name)")
-    entries = read_stream(resolve_stream(str(ds_cfg.sequence)))
-    tasks = chunk_into_tasks(entries, int(cfg.experiment.task.num))
+    registry = resolve_registry(ds_cfg.registry, root)
+    entries, tasks = make_tasks(cfg, root, registry)
 
     bb = cfg.experiment.backbone
     backbone = build_backbone(bb.name, bb.checkpoint, bb.cache_dir, bool(bb.pretrained))
     model = backbone.model.to(device)
-    catalogue = TrainingCatalogue(root, registry, entries, ds_cfg.info_dir, preload=bool(ds_cfg.preload))
-    pool = PoolStream(pool_shards(cfg, root), seed, int(ds_cfg.pool_shuffle_buffer)) if mixture["pretraining"] > 0 else None
+    layout = {"tar": bool(ds_cfg.tar), "resized": bool(ds_cfg.create_resized_variant_if_possible)}
+    catalogue = TrainingCatalogue(root, registry, entries, ds_cfg.info_dir,
+                                  preload=bool(ds_cfg.preload) and not ds_cfg.preload_test_only,
+                                  skip_corrupt=skip_corrupt, **layout)
+    pool = (PoolStream(pool_shards(cfg, root), seed, int(ds_cfg.pool_shuffle_buffer), skip_corrupt=skip_corrupt)
+            if mixture["pretraining"] > 0 else None)
     specs: list[DatasetSpec] = [s for s in registry.values() if s.role in (ADAPTATION, EVALUATION)]
     templates = list(cfg.evaluation.templates) if cfg.evaluation.templates else None
-    suite = EvalSuite(root, specs, backbone.eval_transform, ds_cfg.info_dir, preload=bool(ds_cfg.preload_test),
+    suite = EvalSuite(root, specs, backbone.eval_transform, ds_cfg.info_dir,
+                      preload=bool(ds_cfg.preload or ds_cfg.preload_test_only),
                       batch_size=int(cfg.evaluation.batch_size), num_workers=int(ds_cfg.num_workers),
-                      templates=templates)
+                      templates=templates, skip_corrupt=skip_corrupt, **layout)
     method = build_method(cfg, model, device)
-    builder = BatchBuilder(catalogue, pool, backbone.train_transform, backbone.tokenizer, seed)
+    builder = BatchBuilder(catalogue, pool, backbone.train_transform, backbone.tokenizer, seed, skip_corrupt)
 
     run_dir = make_run_dir(cfg)
     atomic_write(run_dir / "config.yaml", lambda f: f.write(OmegaConf.to_yaml(cfg, resolve=True)))
@@ -159,13 +178,13 @@ def run_experiment(cfg: DictConfig, echo=print) -> RunOutput:
          f"GM {zero_shot['geometric_mean']:6.2f}")
     atomic_write_json(run_dir / "results.json", results)
 
-    buffer: list[int] = []
+    class_id = {entry: k for k, entry in enumerate(dict.fromkeys(entries))}  # class labels for the buffer
     samples_seen = 0
     for t, classes in enumerate(tasks):
         task = TaskInfo(t, len(tasks), steps)
         task_indices = catalogue.task_indices(classes)
-        counts = batch_split(batch_size, mixture, buffer_empty=not buffer, pool_available=pool is not None)
-        sampler = MixtureSampler(seed, t, task_indices, buffer, counts)
+        counts = batch_split(batch_size, mixture, buffer_empty=len(buffer) == 0, pool_available=pool is not None)
+        sampler = MixtureSampler(seed, t, task_indices, buffer.indices(), counts)
         method.begin_task(task)
         task_start = time.time()
         bar = tqdm(range(steps), desc=f"task {t + 1}/{len(tasks)}", unit="step", leave=False,
@@ -180,12 +199,12 @@ def run_experiment(cfg: DictConfig, echo=print) -> RunOutput:
                 tracker.log("step", task=t + 1, step=step, samples_seen=samples_seen, **stats)
         bar.close()
         method.end_task(task)
-        buffer.extend(task_indices)
+        buffer.add_task(task_indices, [class_id[e] for e in classes for _ in catalogue.task_indices([e])])
         train_seconds = time.time() - task_start
         summary = summarize(suite.evaluate(method.eval_model(), backbone.tokenizer, device), specs)
         summary.update(task=t + 1, classes=len(classes), samples_seen=samples_seen,
                        gflops=gflops_per_sample * samples_seen, seconds=time.time() - task_start,
-                       train_seconds=train_seconds)
+                       train_seconds=train_seconds, buffer_samples=len(buffer))
         results["tasks"].append(summary)
         tracker.log("eval", task=t + 1, **{k: summary[k] for k in ("A_KA", "A_ZS", "geometric_mean")},
                     seconds=summary["seconds"])
@@ -198,6 +217,8 @@ def run_experiment(cfg: DictConfig, echo=print) -> RunOutput:
     results["final"] = {k: last[k] for k in ("A_KA", "A_ZS", "geometric_mean", "per_dataset", "details")}
     results["averaged"] = average_over_tasks(results["tasks"])
     results["seconds"] = time.time() - start
+    if skip_corrupt:
+        report_skipped(results, [builder.skipped, pool.skipped if pool else {}, suite.skipped], echo)
     results["status"] = "complete"
     if cfg.log.checkpoint:
         atomic_torch_save(run_dir / "final_model.pt", {"model": method.eval_model().state_dict(),
