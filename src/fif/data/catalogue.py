@@ -21,7 +21,7 @@ class TrainingCatalogue:
 
     def __init__(self, root: str | Path, registry: dict[str, DatasetSpec], entries: list[StreamEntry],
                  info_dir: str | Path | None = None, preload: bool = False, skip_corrupt: bool = False,
-                 tar: bool = False, resized: bool = False) -> None:
+                 tar: bool = False, resized: bool = False, source: str = "stream") -> None:
         by_folder = {spec.folder: spec for spec in registry.values()}
         self.splits: list[Split] = []
         self.offsets: list[int] = []
@@ -41,11 +41,11 @@ class TrainingCatalogue:
             self.splits.append(split)
             self.offsets.append(total)
             total += len(split)
-        for folder, classname in entries:
+        for position, (folder, classname) in enumerate(entries):
             if (folder, classname) not in self._by_class:
                 known = [c for f, c in self._by_class if f == folder]
-                raise FifError(f"stream entry {folder}+++{classname}: class {classname!r} does not exist in "
-                               f"{folder} (e.g. {', '.join(map(repr, known[:5]))})")
+                raise FifError(f"{source}, entry {position} ({folder}+++{classname}): class {classname!r} does not "
+                               f"exist in {folder}'s train split (e.g. {', '.join(map(repr, known[:5]))})")
         self.size = total
         self._images: list[Image.Image | CorruptSampleError] | None = None
         if preload:  # with skip_corrupt a corrupt file is remembered and raised when the sample is used

@@ -168,6 +168,17 @@ def _names(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else [str(v) for v in value]
 
 
+def stream_source(cfg: Any) -> str:
+    """How error messages name the run's stream: its file, or the dataset list it came from."""
+    ds = cfg.experiment.dataset
+    if ds.get("sequence"):
+        try:
+            return f"stream {resolve_stream(str(ds.sequence))}"
+        except FifError:
+            return f"stream {ds.sequence}"
+    return "stream experiment.dataset.name"
+
+
 def make_tasks(cfg: Any, root: str | Path,
                registry: dict[str, "DatasetSpec"]) -> tuple[list[StreamEntry], list[list[StreamEntry]]]:
     """The run's stream and its tasks from ``experiment.dataset`` and ``experiment.task``."""

@@ -27,7 +27,7 @@ from fif.data.fif_format import ADAPTATION, EVALUATION, DatasetSpec
 from fif.data.mixture import MixtureSampler, batch_split
 from fif.data.pool import PoolStream, find_shards
 from fif.data.registry import resolve_registry
-from fif.data.streams import make_tasks
+from fif.data.streams import make_tasks, stream_source
 from fif.errors import FifError
 from fif.eval.metrics import average_over_tasks, summarize
 from fif.eval.suite import EvalSuite
@@ -143,7 +143,7 @@ def run_experiment(cfg: DictConfig, echo=print) -> RunOutput:
     layout = {"tar": bool(ds_cfg.tar), "resized": bool(ds_cfg.create_resized_variant_if_possible)}
     catalogue = TrainingCatalogue(root, registry, entries, ds_cfg.info_dir,
                                   preload=bool(ds_cfg.preload) and not ds_cfg.preload_test_only,
-                                  skip_corrupt=skip_corrupt, **layout)
+                                  skip_corrupt=skip_corrupt, source=stream_source(cfg), **layout)
     pool = (PoolStream(pool_shards(cfg, root), seed, int(ds_cfg.pool_shuffle_buffer), skip_corrupt=skip_corrupt)
             if mixture["pretraining"] > 0 else None)
     specs: list[DatasetSpec] = [s for s in registry.values() if s.role in (ADAPTATION, EVALUATION)]
