@@ -1,6 +1,7 @@
 """The ``fif`` command line.
 
     fif run [--cfg] [KEY=VALUE ...]       run an experiment (Hydra-style overrides)
+    fif run -m KEY=A,B [KEY=VALUE ...]    run a sweep (cartesian product) and print one table
     fif pretrain-base [--out DIR] ...     reproduce the shipped mini CLIP
     fif data build-mini [--root DIR]      generate the mini benchmark (runs do this on first use)
     fif data verify ROOT [--tar] ...      check a FiF data root: present, complete, corrupt (exit 1 on problems)
@@ -41,6 +42,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from fif.config import compose
 
+    if args.multirun:
+        from fif.cli_sweep import cmd_multirun
+
+        return cmd_multirun(args)
     cfg = compose(args.overrides)
     if args.cfg:
         print(OmegaConf.to_yaml(cfg, resolve=True), end="")
@@ -84,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Run one continual-pretraining experiment. Overrides use Hydra syntax, e.g. "
                                      "experiment=mini continual.method=finetune experiment.task.num=5.")
     run.add_argument("--cfg", action="store_true", help="print the resolved config and exit")
+    run.add_argument("-m", "--multirun", action="store_true",
+                     help="sweep: run every combination of comma-separated values in turn, then print one "
+                          "table (with --cfg: list the runs); exit 1 if any run failed")
     run.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides")
     run.set_defaults(func=cmd_run)
 

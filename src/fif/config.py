@@ -34,6 +34,8 @@ def _one_line(error: Exception, overrides: Sequence[str]) -> str:
         options = sorted(p.stem for p in (conf_dir() / group.group(1)).glob("*.yaml"))
         return f"{group.group(1)}={group.group(2)!r} does not exist (expected one of: {', '.join(options)})"
     first = text.splitlines()[0] if text else type(error).__name__
+    if first.startswith("Ambiguous value"):
+        first += " (to sweep comma-separated values, use `fif run -m`; for a list, use [a,b])"
     return f"bad override ({' '.join(overrides)}): {first}"
 
 

@@ -6,10 +6,17 @@ import torch
 from omegaconf import DictConfig
 
 from fif.errors import FifError
+from fif.methods.adapters import DoRAMethod, LoRAMethod, VeRAMethod
 from fif.methods.base import ContinualMethod, TaskInfo
 from fif.methods.finetune import Finetune
+from fif.methods.merging import MERGING_METHODS
+from fif.methods.regularisation import EWC, SI
+from fif.methods.selective import BitFit, LNFit
 
 METHODS: dict[str, type[ContinualMethod]] = {"finetune": Finetune}
+METHODS.update({m.name: m for m in (BitFit, LNFit, EWC, SI)})  # selective + regularisation
+METHODS.update({m.name: m for m in (LoRAMethod, DoRAMethod, VeRAMethod)})  # parameter-additive
+METHODS.update(MERGING_METHODS)  # model merging
 
 __all__ = ["METHODS", "ContinualMethod", "TaskInfo", "build_method", "method_class"]
 

@@ -8,8 +8,9 @@ in its ``state_dict``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import open_clip
 import torch
@@ -17,6 +18,7 @@ from omegaconf import DictConfig
 
 from fif.data.batches import Batch
 from fif.eval.suite import autocast_for
+from fif.methods.towers import freeze_towers
 from fif.train.schedules import learning_rate
 
 
@@ -25,6 +27,8 @@ class TaskInfo:
     index: int  # 0-based
     num_tasks: int
     steps: int  # optimizer steps this task's budget buys
+    # (n_samples, batch_size) -> equal batches of this task's own samples (EWC's Fisher at end_task)
+    sample_batches: Callable[[int, int], Iterator[Batch]] | None = field(default=None, compare=False, repr=False)
 
 
 class ContinualMethod:
@@ -36,6 +40,7 @@ class ContinualMethod:
         self.model, self.cfg, self.method_cfg, self.device = model, cfg, method_cfg, device
         self.task: TaskInfo | None = None
         self.step_in_task = 0
+        self.work_dir: Path | None = None  # a folder for the method's own files (the loop sets <run>/method)
 
     # ---------------------------------------------------------------- API
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
@@ -52,6 +57,10 @@ class ContinualMethod:
 
     def eval_model(self) -> torch.nn.Module:
         return self.model
+
+    def final_state_dict(self) -> dict[str, torch.Tensor]:
+        """What final_model.pt holds: eval_model()'s weights as a plain backbone state dict (adapters merge)."""
+        return self.eval_model().state_dict()
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "step_in_task": self.step_in_task}
@@ -76,6 +85,7 @@ class GradientMethod(ContinualMethod):
             parameter.requires_grad_(False)
         for parameter in self.trainable_parameters():
             parameter.requires_grad_(True)
+        freeze_towers(self.model, cfg)  # locked-image / locked-text (experiment.backbone.freeze_*)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         opt = self.cfg.experiment.optimizer
@@ -99,6 +109,9 @@ class GradientMethod(ContinualMethod):
     def extra_loss(self) -> torch.Tensor | None:
         return None
 
+    def after_backward(self) -> None:
+        """Called with the total loss's gradients in ``p.grad``, before clipping and the step (SI reads them)."""
+
     def observe(self, batch: Batch) -> dict[str, float]:
         assert self.optimizer is not None, "begin_task() must come before observe()"
         lr = self.current_lr()
@@ -112,6 +125,7 @@ class GradientMethod(ContinualMethod):
             total = loss + extra if extra is not None else loss
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
+        self.after_backward()
         clip = self.cfg.experiment.optimizer.clip_grad_norm
         if clip:
             torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), float(clip))

@@ -34,6 +34,7 @@ from fif.eval.suite import EvalSuite
 from fif.methods import TaskInfo, build_method, method_class
 from fif.models.backbone import build_backbone
 from fif.tracking.jsonl import JsonlTracker
+from fif.train.task_batches import task_batches
 from fif.utils.io import atomic_torch_save, atomic_write, atomic_write_json
 
 
@@ -156,6 +157,7 @@ def run_experiment(cfg: DictConfig, echo=print) -> RunOutput:
     builder = BatchBuilder(catalogue, pool, backbone.train_transform, backbone.tokenizer, seed, skip_corrupt)
 
     run_dir = make_run_dir(cfg)
+    method.work_dir = run_dir / "method"  # methods that keep files (task checkpoints) write here
     atomic_write(run_dir / "config.yaml", lambda f: f.write(OmegaConf.to_yaml(cfg, resolve=True)))
     tracker = JsonlTracker(run_dir)
     batch_size = int(cfg.experiment.task.batch_size)
@@ -181,8 +183,8 @@ def run_experiment(cfg: DictConfig, echo=print) -> RunOutput:
     class_id = {entry: k for k, entry in enumerate(dict.fromkeys(entries))}  # class labels for the buffer
     samples_seen = 0
     for t, classes in enumerate(tasks):
-        task = TaskInfo(t, len(tasks), steps)
         task_indices = catalogue.task_indices(classes)
+        task = TaskInfo(t, len(tasks), steps, sample_batches=task_batches(builder, task_indices, seed, t, steps))
         counts = batch_split(batch_size, mixture, buffer_empty=len(buffer) == 0, pool_available=pool is not None)
         sampler = MixtureSampler(seed, t, task_indices, buffer.indices(), counts)
         method.begin_task(task)
@@ -221,7 +223,7 @@ def run_experiment(cfg: DictConfig, echo=print) -> RunOutput:
         report_skipped(results, [builder.skipped, pool.skipped if pool else {}, suite.skipped], echo)
     results["status"] = "complete"
     if cfg.log.checkpoint:
-        atomic_torch_save(run_dir / "final_model.pt", {"model": method.eval_model().state_dict(),
+        atomic_torch_save(run_dir / "final_model.pt", {"model": method.final_state_dict(),
                                                        "backbone": str(bb.name)})
     atomic_write_json(run_dir / "results.json", results)
     tracker.log("end", seconds=results["seconds"], **results["final"])

@@ -1,0 +1,398 @@
+"""Merge operators on single tensors, the weighting schemes of offline merging, and LiNeS.
+
+Every operator works on one parameter at a time: it reads that parameter's tensor of model i
+(oldest first) through ``load(i)`` when it needs it, gets the normalised weights w (sum 1) and,
+for task-vector operators, the base tensor theta_0. Task vectors are tau_i = theta_i - theta_0.
+Operators keep running sums instead of stacking the N tensors (the ties family reads each model
+twice: sign votes, then the disjoint mean), so memory does not grow with N. The streaming driver
+in ``fif.methods.merge_stream`` reads the tensors from checkpoint files.
+
+Operators (``MergeRule.method``):
+  interpolation     sum_i w_i theta_i; a weight of exactly 0 drops the model, so weights (0, 1)
+                    return the second model bit-identically.
+  slerp             two models a, b, t = w_b: spherical interpolation of the raw weights per
+                    tensor; |cos(a, b)| > slerp_threshold (near-parallel) or a zero tensor: lerp.
+  task_arithmetic   theta_0 + lambda * sum_i w_i tau_i  (uniform w and lambda = N: the plain sum).
+  ties              TIES (Yadav et al. 2023): keep each tau_i's top-``density`` entries by
+                    magnitude, elect a sign per entry (``sign``: total = sign of the sum,
+                    frequency = majority count, ties -> +), average the entries that agree:
+                    theta_0 + lambda * sum_i m_i N w_i tau_i / max(sum_i m_i, 1). With uniform
+                    weights N w_i = 1 (the paper's disjoint mean); otherwise peft's weighted form.
+  dare_ties         DARE (Yu et al. 2024): keep each entry with probability ``density`` and
+                    rescale by 1/density (seeded), then sign election + disjoint mean as ties.
+  breadcrumbs_ties  Model Breadcrumbs (Davari & Belilovsky 2023): drop each tau_i's
+                    ``top_drop`` largest and ``bottom_drop`` smallest magnitudes, then as ties.
+  magmax            MagMax (Marczak et al. 2024): per entry the tau_i of largest magnitude:
+                    theta_0 + lambda * tau_argmax (lambda = 1 returns that model's value).
+  random            per entry one model chosen at random (probabilities w, seeded):
+                    theta_0 + lambda * tau_pick (lambda = 1 returns that model's value).
+  model_stock       Model Stock (Jang et al. 2024): cos = mean pairwise cosine of the tau_i,
+                    t = N cos / (1 + (N - 1) cos), merge = t * mean_i theta_i + (1 - t) theta_0
+                    (weights unused; a mean cosine below 0 is clamped to 0, i.e. theta_0; a zero
+                    task vector counts as cosine 0 with every other).
+Non-floating tensors (integer buffers) are copied from the newest model.
+
+LiNeS (Wang et al. 2024), ``MergeRule.lines``: after any operator, the update of parameter p is
+rescaled, merged = theta_0 + s(p) * (merged - theta_0), with s = alpha + beta * (l / (L - 1))^power
+for block l of a transformer with L blocks. l is parsed from the name (``...resblocks.<l>.``,
+``...blocks.<l>.``, ``...layers.<l>.``); the visual and the text transformer count separately
+(L = 1: s = alpha + beta). Parameters outside the blocks: ``non_block=alpha`` gives them alpha
+(as the reference does); ``non_block=head_last`` gives the output side (projections,
+logit scale, final LayerNorms ln_post / ln_final) the last block's alpha + beta and the input
+side (embeddings, patch conv, ln_pre) alpha.
+
+Weighting schemes for N-model merges, model i = 1..N oldest first, normalised to sum 1:
+  uniform 1; linear i; sqrt sqrt(i); quadratic i^2; exponential exp_base^(i-1); log ln(i + 1).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from fif.errors import FifError
+
+OPERATORS = ("interpolation", "slerp", "task_arithmetic", "ties", "dare_ties", "breadcrumbs_ties",
+             "magmax", "random", "model_stock")
+NEEDS_BASE = frozenset(OPERATORS) - {"interpolation", "slerp"}
+LINEAR = frozenset({"interpolation", "task_arithmetic"})  # merged by accumulation, one model at a time
+WEIGHTINGS = ("uniform", "linear", "sqrt", "quadratic", "exponential", "log")
+SIGN_METHODS = ("total", "frequency")
+NON_BLOCK_RULES = ("alpha", "head_last")
+
+# The "head": projections into the joint space and the temperature; everything else is "backbone".
+HEAD_NAMES = frozenset({"visual.proj", "text_projection", "logit_scale", "logit_bias"})
+HEAD_PREFIXES = ("visual.head.", "text_projection.", "text.proj.")
+OUTPUT_SIDE = ("ln_post.", "ln_final.")
+Loader = Callable[[int], torch.Tensor]  # model i's tensor of one parameter
+_BLOCK = re.compile(r"^(?P<tower>.*?)(?:resblocks|blocks|layers|layer)\.(?P<index>\d+)\.")
+
+
+def is_head_key(name: str) -> bool:
+    """True for the projection layers and the logit scale of an open_clip model."""
+    return name in HEAD_NAMES or name.startswith(HEAD_PREFIXES)
+
+
+@dataclass(frozen=True)
+class Lines:
+    alpha: float = 0.5
+    beta: float = 0.5
+    power: float = 1.0
+    non_block: str = "alpha"
+
+
+@dataclass(frozen=True)
+class MergeRule:
+    """One operator and its settings (the ``*_merge`` config blocks)."""
+
+    method: str = "interpolation"
+    weight: float = 0.5  # two-model merges: weight of the newer model
+    weighting: str = "uniform"  # N-model merges
+    exp_base: float = 2.0
+    scaling: float = 1.0  # lambda of the task-vector operators
+    density: float = 0.2
+    sign: str = "total"
+    top_drop: float = 0.01
+    bottom_drop: float = 0.8
+    seed: int = 0
+    slerp_threshold: float = 0.9995
+    lines: Lines | None = None
+
+    @classmethod
+    def from_config(cls, node: Mapping[str, Any] | None, where: str) -> "MergeRule":
+        """Build and validate a rule; ``where`` (e.g. ``continual.ema_paint.backbone_merge``) names errors."""
+        values = dict(node or {})
+        lines_node = values.pop("lines", None)
+        known = {f.name for f in fields(cls)} - {"lines"}
+        for key in values:
+            if key not in known:
+                raise FifError(f"{where}.{key} is not a merge option (expected one of: {', '.join(sorted(known))})")
+        lines = None
+        if lines_node is not None and dict(lines_node).get("enabled", False):
+            opts = {k: v for k, v in dict(lines_node).items() if k != "enabled"}
+            unknown = set(opts) - {f.name for f in fields(Lines)}
+            if unknown:
+                raise FifError(f"{where}.lines.{sorted(unknown)[0]} is not a LiNeS option "
+                               f"(expected enabled, alpha, beta, power, non_block)")
+            lines = Lines(**{k: (str(v) if k == "non_block" else float(v)) for k, v in opts.items()})
+        types = {f.name: f.type for f in fields(cls)}
+        typed: dict[str, Any] = {}
+        for key, value in values.items():
+            try:
+                typed[key] = str(value) if types[key] == "str" else int(value) if types[key] == "int" else float(value)
+            except (TypeError, ValueError):
+                raise FifError(f"{where}.{key}={value!r} is not valid: expected {types[key]}") from None
+        rule = cls(**typed, lines=lines)
+        rule.validate(where)
+        return rule
+
+    def validate(self, where: str = "merge") -> None:
+        def bad(key: str, expected: str) -> FifError:
+            return FifError(f"{where}.{key}={getattr(self, key)!r} is not valid: expected {expected}")
+
+        if self.method not in OPERATORS:
+            raise bad("method", f"one of {', '.join(OPERATORS)}")
+        if self.weighting not in WEIGHTINGS:
+            raise bad("weighting", f"one of {', '.join(WEIGHTINGS)}")
+        if self.sign not in SIGN_METHODS:
+            raise bad("sign", f"one of {', '.join(SIGN_METHODS)}")
+        if not 0.0 <= self.weight <= 1.0:
+            raise bad("weight", "a number in [0, 1]")
+        if not 0.0 < self.density <= 1.0:
+            raise bad("density", "a number in (0, 1]")
+        if not self.exp_base > 0:
+            raise bad("exp_base", "a positive number")
+        top, bottom = self.top_drop, self.bottom_drop
+        if not (0.0 <= top < 1.0 and 0.0 <= bottom < 1.0 and top + bottom < 1.0):
+            raise bad("top_drop", f"top_drop, bottom_drop >= 0 with top_drop + bottom_drop < 1 (bottom_drop={bottom})")
+        if not 0.0 < self.slerp_threshold <= 1.0:
+            raise bad("slerp_threshold", "a number in (0, 1]")
+        if self.lines is not None and self.lines.non_block not in NON_BLOCK_RULES:
+            raise FifError(f"{where}.lines.non_block={self.lines.non_block!r} is not valid: "
+                           f"expected one of {', '.join(NON_BLOCK_RULES)}")
+
+
+# ------------------------------------------------------------------ weights
+def scheme_weights(scheme: str, n: int, exp_base: float = 2.0) -> list[float]:
+    """Normalised weights of ``n`` models, oldest first (formulas in the module docstring)."""
+    if n < 1:
+        raise FifError(f"cannot weight {n} models")
+    raw = {"uniform": lambda i: 1.0, "linear": float, "sqrt": math.sqrt, "quadratic": lambda i: float(i * i),
+           "exponential": lambda i: exp_base ** (i - 1), "log": lambda i: math.log(i + 1)}
+    if scheme not in raw:
+        raise FifError(f"weighting={scheme!r} is not valid: expected one of {', '.join(WEIGHTINGS)}")
+    values = [raw[scheme](i) for i in range(1, n + 1)]
+    return normalise(values)
+
+
+def normalise(weights: Sequence[float]) -> list[float]:
+    values = [float(w) for w in weights]
+    if any(w < 0 or not math.isfinite(w) for w in values) or sum(values) <= 0:
+        raise FifError(f"merge weights {values} are not valid: expected finite weights >= 0 with a positive sum")
+    total = sum(values)
+    return [w / total for w in values]
+
+
+# ------------------------------------------------------------------ LiNeS
+def tower_depths(keys: Sequence[str]) -> dict[str, int]:
+    """Number of blocks per transformer, keyed by the name prefix before the block list."""
+    depths: dict[str, int] = {}
+    for key in keys:
+        match = _BLOCK.match(key)
+        if match:
+            tower = match.group("tower")
+            depths[tower] = max(depths.get(tower, 0), int(match.group("index")) + 1)
+    return depths
+
+
+def lines_factor(name: str, lines: Lines, depths: Mapping[str, int]) -> float:
+    """The LiNeS scale of parameter ``name``: alpha + beta * (l / (L - 1))^power."""
+    match = _BLOCK.match(name)
+    if match and match.group("tower") in depths:
+        depth, index = depths[match.group("tower")], int(match.group("index"))
+        position = index / (depth - 1) if depth > 1 else 1.0
+        return lines.alpha + lines.beta * position ** lines.power
+    if lines.non_block == "head_last" and (is_head_key(name) or any(p in name for p in OUTPUT_SIDE)):
+        return lines.alpha + lines.beta
+    return lines.alpha
+
+
+# ------------------------------------------------------------------ per-tensor operators
+def working_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Half-precision tensors are merged in float32."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def as_working(t: torch.Tensor) -> torch.Tensor:
+    return t.to(working_dtype(t.dtype))
+
+
+def interpolate_loaded(load: Loader, weights: Sequence[float]) -> torch.Tensor:
+    """sum_i w_i t_i; terms of weight 0 are skipped and weight 1 copies, so (0, 1) is bit-exact."""
+    out: torch.Tensor | None = None
+    for i, w in enumerate(weights):
+        if w == 0:
+            continue
+        tensor = load(i)
+        term = tensor.clone() if w == 1 else tensor * w
+        out = term if out is None else out.add_(term)
+    assert out is not None, "weights sum to 1, so one is non-zero"
+    return out
+
+
+def interpolate(tensors: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    return interpolate_loaded(lambda i: as_working(tensors[i]), weights)
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float, threshold: float = 0.9995, eps: float = 1e-8) -> torch.Tensor:
+    """Spherical interpolation from a (t=0) to b (t=1); linear where the two are near-parallel."""
+    if t == 0:
+        return as_working(a).clone()
+    if t == 1:
+        return as_working(b).clone()
+    a64, b64 = a.double(), b.double()
+    na, nb = a64.norm(), b64.norm()
+    if na < eps or nb < eps:
+        return interpolate([a, b], [1 - t, t])
+    cos = float((a64 * b64).sum() / (na * nb))
+    if abs(cos) > threshold:
+        return interpolate([a, b], [1 - t, t])
+    omega = math.acos(max(-1.0, min(1.0, cos)))
+    sin_omega = math.sin(omega)
+    scale_a, scale_b = math.sin((1 - t) * omega) / sin_omega, math.sin(t * omega) / sin_omega
+    return (as_working(a) * scale_a).add_(as_working(b) * scale_b)
+
+
+def magnitude_prune(tau: torch.Tensor, density: float) -> torch.Tensor:
+    """Keep the int(density * numel) largest magnitudes (as peft's magnitude_based_pruning)."""
+    if density >= 1:
+        return tau
+    mask = torch.zeros_like(tau).reshape(-1)
+    top = torch.topk(tau.abs().reshape(-1), k=int(density * tau.numel()), largest=True)
+    mask[top[1]] = 1
+    return tau * mask.reshape(tau.shape)
+
+
+def random_prune(tau: torch.Tensor, density: float, generator: torch.Generator | None) -> torch.Tensor:
+    """DARE: keep each entry with probability density, rescale the kept ones by 1/density."""
+    if density >= 1:
+        return tau
+    mask = torch.bernoulli(torch.full_like(tau, density), generator=generator)
+    return tau * mask / density
+
+
+def breadcrumbs_prune(tau: torch.Tensor, top_drop: float, bottom_drop: float) -> torch.Tensor:
+    """Zero the int(top_drop * n) largest and int(bottom_drop * n) smallest magnitudes."""
+    n = tau.numel()
+    k_top, k_bottom = int(top_drop * n), int(bottom_drop * n)
+    if k_top == 0 and k_bottom == 0:
+        return tau
+    # the n - k_bottom largest magnitudes, largest first; the first k_top of them are dropped too
+    kept = torch.topk(tau.abs().reshape(-1), n - k_bottom, largest=True, sorted=True).indices[k_top:]
+    mask = torch.zeros(n, dtype=tau.dtype)
+    mask[kept] = 1
+    return tau * mask.reshape(tau.shape)
+
+
+def _sparsified(rule: MergeRule, tau: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    if rule.method == "ties":
+        return magnitude_prune(tau, rule.density)
+    if rule.method == "dare_ties":
+        return random_prune(tau, rule.density, generator)
+    return breadcrumbs_prune(tau, rule.top_drop, rule.bottom_drop)
+
+
+def ties_family(rule: MergeRule, load: Loader, weights: Sequence[float], base: torch.Tensor,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sparsify each tau_i, elect a sign per entry, disjoint mean (peft's formula), in two passes.
+
+    Pass 1 sums the votes (total: sparsified tau_i; frequency: their signs); pass 2 recomputes each
+    sparsified tau_i (DARE's draws replayed from the same generator state) and adds
+    m_i N w_i tau_i and m_i, m_i = [sign(tau_i) == elected]. Memory: a few tensors, whatever N.
+    """
+    n = len(weights)
+    replay = generator.get_state() if generator is not None else None
+    votes = torch.zeros_like(base)
+    for i in range(n):
+        tau = _sparsified(rule, load(i) - base, generator)
+        votes.add_(tau if rule.sign == "total" else tau.sign())
+    elected = torch.where(votes >= 0, 1.0, -1.0).to(base.dtype)
+    del votes
+    if generator is not None:
+        generator.set_state(replay)
+    mixed, count = torch.zeros_like(base), torch.zeros_like(base)
+    for i, w in enumerate(weights):
+        tau = _sparsified(rule, load(i) - base, generator)
+        agree = tau.sign() == elected
+        mixed.add_(tau * (w * n) * agree)
+        count.add_(agree)
+    return mixed / torch.clamp(count, min=1.0)
+
+
+def _apply(base: torch.Tensor, merged_tau: torch.Tensor, scaling: float) -> torch.Tensor:
+    return base + merged_tau * scaling if scaling != 1 else base + merged_tau
+
+
+def magmax(load: Loader, n: int, base: torch.Tensor, scaling: float) -> torch.Tensor:
+    """Per entry the model whose task vector is largest in magnitude (the first of equals)."""
+    best = load(0).clone()
+    best_mag = (best - base).abs()
+    for i in range(1, n):
+        tensor = load(i)
+        mag = (tensor - base).abs()
+        better = mag > best_mag
+        best = torch.where(better, tensor, best)
+        best_mag = torch.maximum(best_mag, mag)
+    return best if scaling == 1 else _apply(base, best - base, scaling)
+
+
+def random_pick(load: Loader, weights: Sequence[float], base: torch.Tensor, scaling: float,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """Per entry the value of one model drawn with probabilities ``weights``."""
+    cdf = torch.tensor(weights, dtype=torch.float64).cumsum(0)
+    draws = torch.rand(base.shape, generator=generator, dtype=torch.float64)
+    index = torch.searchsorted(cdf, draws.reshape(-1), right=True).clamp(max=len(weights) - 1).reshape(base.shape)
+    out = torch.empty_like(base)
+    for i in range(len(weights)):
+        chosen = index == i
+        if bool(chosen.any()):
+            out[chosen] = load(i)[chosen]
+    return out if scaling == 1 else _apply(base, out - base, scaling)
+
+
+def model_stock(load: Loader, n: int, base: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """t = N cos / (1 + (N - 1) cos) from the mean pairwise cosine; theta_0 + t * mean_i tau_i.
+
+    The mean pairwise cosine comes from unit vectors u_i without storing them:
+    sum_{i<j} cos_ij = (|sum_i u_i|^2 - sum_i |u_i|^2) / 2 (a zero task vector has u_i = 0).
+    """
+    if n == 1:
+        return load(0).clone()
+    sum_tau, sum_unit, unit_sq = torch.zeros_like(base), torch.zeros_like(base, dtype=torch.float64), 0.0
+    for i in range(n):
+        tau = load(i) - base
+        norm = float(tau.double().norm())
+        if norm > eps:
+            unit = tau.double() / norm
+            sum_unit.add_(unit)
+            unit_sq += float((unit * unit).sum())
+        sum_tau.add_(tau)
+    cos = (float((sum_unit * sum_unit).sum()) - unit_sq) / (n * (n - 1))
+    cos = max(0.0, min(1.0, cos))
+    ratio = n * cos / (1 + (n - 1) * cos)
+    return base + sum_tau * (ratio / n)
+
+
+def merge_loaded(rule: MergeRule, load: Loader, weights: Sequence[float], base: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Merge one parameter; ``load(i)`` gives model i's tensor (oldest first, working dtype, read-only)."""
+    method, n = rule.method, len(weights)
+    if method in NEEDS_BASE and base is None:
+        raise FifError(f"merge operator {method!r} needs the base model theta_0")
+    if method == "interpolation":
+        return interpolate_loaded(load, weights)
+    if method == "slerp":
+        if n != 2:
+            raise FifError(f"merge operator 'slerp' merges exactly two models, got {n}")
+        return slerp(load(0), load(1), weights[1], rule.slerp_threshold)
+    assert base is not None
+    base = as_working(base)
+    if method == "task_arithmetic":
+        return _apply(base, interpolate_loaded(lambda i: load(i) - base, weights), rule.scaling)
+    if method == "magmax":
+        return magmax(load, n, base, rule.scaling)
+    if method == "random":
+        return random_pick(load, weights, base, rule.scaling, generator)
+    if method == "model_stock":
+        return model_stock(load, n, base)
+    return _apply(base, ties_family(rule, load, weights, base, generator), rule.scaling)
+
+
+def merge_tensor(rule: MergeRule, tensors: Sequence[torch.Tensor], weights: Sequence[float],
+                 base: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Merge one parameter's tensors (oldest first) with ``rule``; result in the working dtype."""
+    return merge_loaded(rule, lambda i: as_working(tensors[i]), weights, base, generator)

@@ -1,0 +1,224 @@
+"""Model-merging continual methods: full finetuning per task, merged weights to train from or evaluate.
+
+Names: theta_0 the weights before the stream, theta_t the weights at the end of task t's training,
+merge(newer, older) a two-model merge (the newer model gets weight ``weight``), merge_all the
+one-shot N-model merge of theta_1..theta_t (theta_0 first when ``include_zero_shot``) with the
+``weighting`` scheme. Operators and weights: ``fif.methods.merge_ops``.
+
+The temporal grid (``merge_grid``): where task t+1 starts training (init) x what is evaluated
+after task t (eval), over these states:
+  latest        theta_t (plain continual finetuning);
+  merge_of_all  merge_all(theta_1..theta_t);
+  unrolled      the EMA-style recursion m_t = merge(theta_t, m_{t-1}), m_0 = theta_0;
+  zero_shot     theta_0 (init only).
+The named methods are cells of it, plus ft_paint's anchor-to-theta_0 merge:
+  ema_paint      init unrolled,  eval unrolled       (m_t = merge(theta_t, m_{t-1}))
+  ft_paint       init ft,        eval ft             (m_t = merge(theta_t, theta_0))
+  zs_paint       init zero_shot, eval merge_of_all
+  offline_merge  init latest,    eval merge_of_all
+
+Backbone and head are merged with separate rules (``backbone_merge``, ``head_merge``); ``split``
+says which parameters form the head: ``projections`` = visual.proj, text_projection and
+logit_scale (see merge_ops.is_head_key), ``towers`` = the reference's split (head = the text
+tower and logit_scale, backbone = the image tower, every ``visual.*`` parameter).
+
+Task models needed for merge_of_all are written atomically as safetensors into ``work_dir``
+(``<run>/method/task_NNNN.safetensors``) and streamed back for every merge, so a long stream never
+holds more than a few models in memory (theta_0, the running merge, the model, the eval copy).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from omegaconf import DictConfig
+
+from fif.errors import FifError
+from fif.methods.base import GradientMethod, TaskInfo
+from fif.methods.merge_ops import MergeRule, is_head_key, scheme_weights
+from fif.methods.merge_stream import SourceLike, merge_states, save_state
+
+INIT_MODES = ("latest", "merge_of_all", "unrolled", "zero_shot")
+EVAL_MODES = ("latest", "merge_of_all", "unrolled")
+SPLITS = ("projections", "towers")
+State = dict[str, torch.Tensor]
+
+
+def _cpu_copy(model: torch.nn.Module) -> State:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+class MergingMethod(GradientMethod):
+    """Full finetuning of every parameter; merging at every task end (modes in the module docstring)."""
+
+    name = "merging"
+    init_mode = "latest"
+    eval_mode = "latest"
+
+    def __init__(self, model: torch.nn.Module, cfg: DictConfig, method_cfg: DictConfig, device: torch.device) -> None:
+        super().__init__(model, cfg, method_cfg, device)
+        where = f"continual.{self.name}"
+        self.split = str(method_cfg.get("split", "projections"))
+        if self.split not in SPLITS:
+            raise FifError(f"{where}.split={self.split!r} is not valid: expected one of {', '.join(SPLITS)}")
+        self.include_zero_shot = bool(method_cfg.get("include_zero_shot", False))
+        self.rules = {part: MergeRule.from_config(method_cfg.get(f"{part}_merge"), f"{where}.{part}_merge")
+                      for part in ("backbone", "head")}
+        self._check_modes(where)
+        self.theta0: State = _cpu_copy(model)
+        self.unrolled: State | None = None  # m_t; None stands for m_0 = theta_0
+        self.anchored: State | None = None  # ft_paint's merge(theta_t, theta_0)
+        self.checkpoints: list[str] = []
+        self.tasks_done = 0
+        self._eval_module: torch.nn.Module | None = None
+
+    def _check_modes(self, where: str) -> None:
+        if "merge_of_all" in (self.init_mode, self.eval_mode):
+            for part, rule in self.rules.items():
+                if rule.method == "slerp":
+                    raise FifError(f"{where}.{part}_merge.method='slerp' merges two models, but "
+                                   f"{self.name} merges all task models (use another operator)")
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.model.parameters())
+
+    # ------------------------------------------------------------ merging
+    def _is_head(self, key: str) -> bool:
+        return is_head_key(key) if self.split == "projections" else not key.startswith("visual.")
+
+    def _merge(self, models: list[SourceLike], weights_for: Callable[[MergeRule], list[float]]) -> State:
+        keys = list(self.theta0)
+        parts = {"backbone": [k for k in keys if not self._is_head(k)], "head": [k for k in keys if self._is_head(k)]}
+        merged: State = {}
+        for part, subset in parts.items():
+            if subset:
+                rule = self.rules[part]
+                merged.update(merge_states(models, rule, weights_for(rule), base=self.theta0, keys=subset,
+                                           salt=self.tasks_done))
+        return {k: merged[k] for k in keys}
+
+    def merge_pair(self, older: State, newer: State) -> State:
+        """merge(newer, older): the newer model has weight ``weight``, the older 1 - weight."""
+        return self._merge([older, newer], lambda rule: [1.0 - rule.weight, rule.weight])
+
+    def merge_all(self) -> State:
+        """One-shot merge of every task model so far (theta_0 first if include_zero_shot), streamed from disk."""
+        models: list[SourceLike] = ([self.theta0] if self.include_zero_shot else []) + list(self.checkpoints)
+        return self._merge(models, lambda rule: scheme_weights(rule.weighting, len(models), rule.exp_base))
+
+    def _work_dir(self) -> Path:
+        if self.work_dir is None:
+            raise FifError(f"continual.method={self.name} keeps task checkpoints on disk and needs a work folder "
+                           f"(method.work_dir, set by the run loop)")
+        return Path(self.work_dir)
+
+    # ------------------------------------------------------------ API
+    def end_task(self, task: TaskInfo) -> None:
+        theta_t = _cpu_copy(self.model)
+        self.tasks_done += 1
+        modes = {self.init_mode, self.eval_mode}
+        if "merge_of_all" in modes:
+            path = self._work_dir() / f"task_{self.tasks_done:04d}.safetensors"
+            save_state(path, theta_t)
+            self.checkpoints.append(str(path))
+        if "unrolled" in modes:
+            self.unrolled = self.merge_pair(self.unrolled if self.unrolled is not None else self.theta0, theta_t)
+        if "ft" in modes:
+            self.anchored = self.merge_pair(self.theta0, theta_t)
+        cache: dict[str, State] = {}
+
+        def state(mode: str) -> State:
+            if mode not in cache:
+                cache[mode] = {"latest": lambda: theta_t, "zero_shot": lambda: self.theta0,
+                               "unrolled": lambda: self.unrolled, "ft": lambda: self.anchored,
+                               "merge_of_all": self.merge_all}[mode]()
+            return cache[mode]
+
+        last = task.index >= task.num_tasks - 1
+        model_mode = "latest"
+        if not last or self.init_mode == self.eval_mode:
+            if self.init_mode != "latest":
+                self.model.load_state_dict(state(self.init_mode))
+            model_mode = self.init_mode
+        if self.eval_mode == model_mode:
+            self._eval_module = None
+        else:
+            self._set_eval(state(self.eval_mode))
+
+    def _set_eval(self, state: State) -> None:
+        if self._eval_module is None:
+            self._eval_module = copy.deepcopy(self.model)
+            for parameter in self._eval_module.parameters():
+                parameter.requires_grad_(False)
+                parameter.grad = None
+        self._eval_module.load_state_dict(state)
+
+    def eval_model(self) -> torch.nn.Module:
+        return self._eval_module if self._eval_module is not None else self.model
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["merging"] = {"theta0": self.theta0, "unrolled": self.unrolled, "anchored": self.anchored,
+                            "checkpoints": list(self.checkpoints), "tasks_done": self.tasks_done,
+                            "eval": _cpu_copy(self._eval_module) if self._eval_module is not None else None}
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        held = state["merging"]
+        missing = [p for p in held["checkpoints"] if not Path(p).is_file()]
+        if missing:
+            raise FifError(f"continual.method={self.name}: task checkpoint {missing[0]} is missing (cannot resume)")
+        self.theta0, self.unrolled, self.anchored = held["theta0"], held["unrolled"], held["anchored"]
+        self.checkpoints, self.tasks_done = list(held["checkpoints"]), int(held["tasks_done"])
+        if held["eval"] is not None:
+            self._set_eval(held["eval"])
+        else:
+            self._eval_module = None
+
+
+class EmaPaint(MergingMethod):
+    """Train from the running merge; m_t = merge(theta_t, m_{t-1}) (default (theta_t + m_{t-1}) / 2)."""
+
+    name, init_mode, eval_mode = "ema_paint", "unrolled", "unrolled"
+
+
+class FtPaint(MergingMethod):
+    """m_t = merge(theta_t, theta_0); train task t+1 from m_t and evaluate m_t."""
+
+    name, init_mode, eval_mode = "ft_paint", "ft", "ft"
+
+
+class ZsPaint(MergingMethod):
+    """Every task trains from theta_0; evaluate the merge of all task models."""
+
+    name, init_mode, eval_mode = "zs_paint", "zero_shot", "merge_of_all"
+
+
+class OfflineMerge(MergingMethod):
+    """Plain continual finetuning; evaluate a one-shot weighted merge of all task checkpoints."""
+
+    name, init_mode, eval_mode = "offline_merge", "latest", "merge_of_all"
+
+
+class MergeGrid(MergingMethod):
+    """Any train-init x eval cell: ``continual.merge_grid.init`` and ``.eval``."""
+
+    name = "merge_grid"
+
+    def __init__(self, model: torch.nn.Module, cfg: DictConfig, method_cfg: DictConfig, device: torch.device) -> None:
+        init, evaluate = str(method_cfg.get("init", "unrolled")), str(method_cfg.get("eval", "unrolled"))
+        if init not in INIT_MODES:
+            raise FifError(f"continual.merge_grid.init={init!r} is not valid: expected one of {', '.join(INIT_MODES)}")
+        if evaluate not in EVAL_MODES:
+            raise FifError(f"continual.merge_grid.eval={evaluate!r} is not valid: "
+                           f"expected one of {', '.join(EVAL_MODES)}")
+        self.init_mode, self.eval_mode = init, evaluate
+        super().__init__(model, cfg, method_cfg, device)
+
+
+MERGING_METHODS: dict[str, type[MergingMethod]] = {
+    cls.name: cls for cls in (EmaPaint, FtPaint, ZsPaint, OfflineMerge, MergeGrid)}
