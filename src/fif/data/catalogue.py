@@ -6,6 +6,7 @@ copies of images), as the reference's "buffer of all previous tasks" does.
 
 from __future__ import annotations
 
+import bisect
 import random
 from pathlib import Path
 
@@ -58,10 +59,10 @@ class TrainingCatalogue:
         return [i for entry in classes for i in self._by_class[entry]]
 
     def _locate(self, index: int) -> tuple[Split, int]:
-        for split, offset in zip(reversed(self.splits), reversed(self.offsets)):
-            if index >= offset:
-                return split, index - offset
-        raise IndexError(index)
+        position = bisect.bisect_right(self.offsets, index) - 1  # called twice per sample: no linear scan
+        if position < 0:
+            raise IndexError(index)
+        return self.splits[position], index - self.offsets[position]
 
     @staticmethod
     def _preload(split: Split, index: int, skip_corrupt: bool) -> Image.Image | CorruptSampleError:
