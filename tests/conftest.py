@@ -44,3 +44,34 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 def read_results(run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def tracked_runs(tmp_path_factory: pytest.TempPathFactory, mini_root: Path) -> Path:
+    """Two short real runs for the tracking and report tests, made once per session in one folder:
+    ``replay`` (default mixture; TensorBoard and offline W&B on) and ``no_replay`` (update data
+    only, lr 1e-3, so its scores move differently)."""
+    from fif.config import compose
+    from fif.train.loop import run_experiment
+
+    folder = tmp_path_factory.mktemp("tracked_runs")
+    wandb_home = tmp_path_factory.mktemp("wandb_home")
+    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_CONSOLE": "off",
+           **{f"WANDB_{k}_DIR": str(wandb_home / k.lower()) for k in ("CONFIG", "CACHE", "DATA")}}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    base = ["experiment.task.num=2", "experiment.task.n_samples=256", "log.progress=false", f"log.folder={folder}"]
+    try:
+        run_experiment(compose([*base, "log.name=replay", "log.tensorboard=true", "log.use=true",
+                                "log.wandb_mode=offline"]), echo=lambda *_: None)
+        run_experiment(compose([*base, "log.name=no_replay", "experiment.dataset.data_mixture.update=1.0",
+                                "experiment.dataset.data_mixture.buffer=0.0",
+                                "experiment.dataset.data_mixture.pretraining=0.0", "experiment.optimizer.lr=1e-3"]),
+                       echo=lambda *_: None)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return folder

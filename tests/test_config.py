@@ -8,7 +8,7 @@ def test_default_experiment_is_mini_with_reference_keys():
     cfg = compose([])
     assert cfg.experiment.backbone.name == "mini_clip"
     assert cfg.continual.method == "finetune"
-    assert set(cfg.experiment.task) == {"num", "dataset_incremental", "batch_size", "n_samples"}
+    assert set(cfg.experiment.task) == {"num", "dataset_incremental", "batch_size", "n_samples", "budget"}
     assert dict(cfg.experiment.dataset.data_mixture) == {"pretraining": 0.33, "update": 0.34, "buffer": 0.33}
     assert {"folder", "name", "checkpoint"} <= set(cfg.log)
 

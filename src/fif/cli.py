@@ -2,11 +2,16 @@
 
     fif run [--cfg] [KEY=VALUE ...]       run an experiment (Hydra-style overrides)
     fif run -m KEY=A,B [KEY=VALUE ...]    run a sweep (cartesian product) and print one table
+    fif run ... log.resume=true           continue a killed run exactly (same log.folder/log.name)
     fif pretrain-base [--out DIR] ...     reproduce the shipped mini CLIP
     fif data build-mini [--root DIR]      generate the mini benchmark (runs do this on first use)
     fif data verify ROOT [--tar] ...      check a FiF data root: present, complete, corrupt (exit 1 on problems)
     fif data show DATASET [--out PNG]     a grid of a dataset's samples with their captions
     fif streams build --order O --out F   a deployment ordering of a data root's classes
+    fif schedules plot [--all] [--out DIR] [KEY=VALUE ...]   learning rate over the stream, as PNGs
+    fif results RUN... [--csv|--json]     zero-shot / final / averaged A_KA, A_ZS, GM of runs, sweeps, globs, W&B runs
+    fif report RUN... [--out HTML]        a self-contained HTML report with plots of runs
+    fif flops [--arch A] [--methods M,..] GFLOPs, peak memory, MAF and budget steps of every method on a backbone
 
 Bad input ends with one line, ``error: ...``, and exit status 2; never a traceback.
 """
@@ -14,6 +19,7 @@ Bad input ends with one line, ``error: ...``, and exit status 2; never a traceba
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -53,8 +59,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fif.train.loop import run_experiment
 
     output = run_experiment(cfg)
-    print(_results_table(output.results), end="")
-    print(f"results: {output.run_dir / 'results.json'}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 reports
+        print(_results_table(output.results), end="")
+        print(f"results: {output.run_dir / 'results.json'}")
     return 0
 
 
@@ -87,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run one experiment",
                          description="Run one continual-pretraining experiment. Overrides use Hydra syntax, e.g. "
-                                     "experiment=mini continual.method=finetune experiment.task.num=5.")
+                                     "experiment=mini continual.method=finetune experiment.task.num=5. "
+                                     "A killed run continues exactly with the same command plus log.resume=true "
+                                     "(docs/resume.md).")
     run.add_argument("--cfg", action="store_true", help="print the resolved config and exit")
     run.add_argument("-m", "--multirun", action="store_true",
                      help="sweep: run every combination of comma-separated values in turn, then print one "
@@ -120,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     from fif.cli_streams import add_commands
 
     add_commands(sub, data)
+    from fif.cli_schedules import add_parser as add_schedules_parser
+
+    add_schedules_parser(sub)
+    from fif.cli_results import add_parser as add_results_commands
+
+    add_results_commands(sub)
+    from fif.cli_flops import add_parser as add_flops_parser; add_flops_parser(sub)  # noqa: E702
     return parser
 
 

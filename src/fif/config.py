@@ -80,5 +80,30 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     return cfg
 
 
+def check_config(cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """compose()'s type checks for a config Hydra composed itself (the ``fif-hydra`` app)."""
+    from hydra import compose as hydra_compose
+    from hydra.core.global_hydra import GlobalHydra
+
+    experiment = [o for o in overrides if o.split("=")[0] == "experiment"]
+    if GlobalHydra.instance().is_initialized():  # inside a running Hydra app: reuse its config search path
+        defaults = hydra_compose(config_name="config", overrides=experiment)
+    else:
+        defaults = _hydra_compose(experiment)
+    _check_types(cfg, defaults)
+
+
+SECRET_KEYS = ("log.wandb_key",)
+
+
+def public_config(cfg: DictConfig) -> DictConfig:
+    """The config as written to disk (config.yaml, results.json, checkpoints): secrets redacted."""
+    public = cfg.copy()
+    for key in SECRET_KEYS:
+        if OmegaConf.select(public, key) is not None:
+            OmegaConf.update(public, key, "<redacted>")
+    return public
+
+
 def to_container(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

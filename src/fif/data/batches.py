@@ -73,23 +73,39 @@ class BatchBuilder:
         raise FifError(f"no readable replacement for a corrupt {source} sample of task {task} "
                        f"(last corrupt file: {self._corrupt[index]}; up to {MAX_REPLACEMENT_TRIES} tries)")
 
-    def build(self, plan: BatchPlan, task: int, step: int) -> Batch:
-        rng = random.Random(f"{self.seed}/caption/{task}/{step}")
-        images, captions, used = [], [], []
-        sources = ["update"] * len(plan.update) + ["buffer"] * len(plan.buffer)
-        for slot, (source, index) in enumerate(zip(sources, plan.update + plan.buffer)):
-            image, index = self._image(source, index, plan, task, step, slot)
-            images.append(image)
-            used.append(index)
-            captions.append(self.catalogue.caption(index, rng))
+    def build(self, plan: BatchPlan, task: int, step: int, slots: range | None = None) -> Batch:
+        """The batch of ``plan``, or only its ``slots`` (positions in update + buffer + pretraining order).
+
+        Captions and augmentations are seeded per slot, so a rank that builds a slice of the global
+        batch (DDP) gets exactly the samples the one-process run puts at those positions.
+        """
+        order = [("update", i) for i in plan.update] + [("buffer", i) for i in plan.buffer]
+        total = len(order) + plan.pretraining
+        slots = range(total) if slots is None else slots
+        if slots.start < 0 or slots.stop > total:
+            raise ValueError(f"slots {slots} outside a batch of {total}")
+        pool_samples: list[tuple[Image.Image, str]] = []
         if plan.pretraining:
             if self.pool is None:
                 raise RuntimeError("batch plan asks for pool samples but no pool is configured")
-            for image, caption in self.pool.take(plan.pretraining):
-                images.append(image)
-                captions.append(caption)
+            pool_samples = self.pool.take(plan.pretraining)  # every rank walks the same stream
+        images, captions, used, sources = [], [], [], Counter()
+        for slot in slots:
+            if slot < len(order):
+                source, index = order[slot]
+                image, index = self._image(source, index, plan, task, step, slot)
+                used.append(index)
+                caption = self.catalogue.caption(index, random.Random(f"{self.seed}/caption/{task}/{step}/{slot}"))
+            else:
+                source = "pretraining"
+                image, caption = pool_samples[slot - len(order)]
+            sources[source] += 1
+            images.append(image)
+            captions.append(caption)
+        pixels = []
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(hash((self.seed, task, step)) % (2**31))
-            pixels = torch.stack([self.transform(image) for image in images])
-        return Batch(pixels, self.tokenizer(captions),
-                     {"update": len(plan.update), "buffer": len(plan.buffer), "pretraining": plan.pretraining}, used)
+            for slot, image in zip(slots, images):
+                torch.manual_seed(hash((self.seed, task, step, slot)) % (2**31))
+                pixels.append(self.transform(image))
+        return Batch(torch.stack(pixels), self.tokenizer(captions),
+                     {name: sources[name] for name in ("update", "buffer", "pretraining")}, used)

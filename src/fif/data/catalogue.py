@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import random
 from pathlib import Path
+from typing import Callable
 
 from PIL import Image
 
@@ -22,7 +23,10 @@ class TrainingCatalogue:
 
     def __init__(self, root: str | Path, registry: dict[str, DatasetSpec], entries: list[StreamEntry],
                  info_dir: str | Path | None = None, preload: bool = False, skip_corrupt: bool = False,
-                 tar: bool = False, resized: bool = False, source: str = "stream") -> None:
+                 tar: bool = False, resized: bool = False, source: str = "stream",
+                 train_part: Callable[[Split], Split] | None = None) -> None:
+        """``train_part`` narrows each train split to the samples streamed (validation mode keeps its
+        validation part out of training)."""
         by_folder = {spec.folder: spec for spec in registry.values()}
         self.splits: list[Split] = []
         self.offsets: list[int] = []
@@ -37,6 +41,8 @@ class TrainingCatalogue:
                 raise FifError(f"stream entry {folder}+++...: {folder} is an evaluation-only dataset "
                                f"(role {spec.role!r}); streams may only bring adaptation datasets")
             split = read_split(root, spec, "train", info_dir, tar=tar, resized=resized)
+            if train_part is not None:
+                split = train_part(split)
             for index, target in enumerate(split.targets):
                 self._by_class.setdefault((folder, split.classnames[target]), []).append(total + index)
             self.splits.append(split)

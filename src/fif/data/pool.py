@@ -2,14 +2,17 @@
 
 The pool is never loaded into memory: webdataset reads shards sequentially through a shuffle
 buffer. The order is a pure function of (seed, epoch), and the stream counts what it has handed
-out, so a run can reproduce its position.
+out (``position``: raw samples drawn from the epoch's shuffled order, corrupt ones included), so
+a resumed run re-opens the epoch and skips that many raw samples before decoding anything: the
+shuffle buffer itself is never saved, only where the stream stood in its deterministic order.
+Skipping costs reading (not decoding) up to one epoch of tar data, once per resume.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from PIL import Image
 
@@ -40,8 +43,11 @@ class PoolStream:
         self.shards, self.seed, self.shuffle_buffer = [str(s) for s in shards], seed, shuffle_buffer
         self.skip_corrupt = skip_corrupt
         self.skipped: Counter[str] = Counter()
-        self.consumed = 0
+        self.consumed = 0  # samples handed out, all epochs
         self.epoch = 0
+        self.position = 0  # raw samples drawn from this epoch's shuffled order (corrupt ones included)
+        self._epoch_start = 0  # ``consumed`` when this epoch began (an epoch that yields nothing is an error)
+        self._skip = 0  # resume: raw samples of this epoch to pass over undecoded
         self._iterator: Iterator | None = None
 
     def _epoch_iterator(self) -> Iterator:
@@ -51,9 +57,17 @@ class PoolStream:
         dataset = (wds.WebDataset(self.shards, shardshuffle=len(self.shards), seed=seed, detshuffle=True,
                                   empty_check=False, nodesplitter=None, workersplitter=None)
                    .shuffle(self.shuffle_buffer, seed=seed)
+                   .compose(self._track)
                    .decode("pil", handler=self._on_decode_error)
                    .to_tuple(IMAGE_KEYS, TEXT_KEYS))
         return iter(dataset)
+
+    def _track(self, samples: Iterator[dict]) -> Iterator[dict]:
+        """Count raw samples in shuffled order; pass over the first ``_skip`` (a resume) without decoding."""
+        for sample in samples:
+            self.position += 1
+            if self.position > self._skip:
+                yield sample
 
     def _on_decode_error(self, error: Exception) -> bool:
         """webdataset handler: True skips the sample; otherwise a one-line error naming it."""
@@ -68,7 +82,7 @@ class PoolStream:
     def next(self) -> tuple[Image.Image, str]:
         while True:
             if self._iterator is None:
-                self._iterator, self._epoch_start = self._epoch_iterator(), self.consumed
+                self._iterator = self._epoch_iterator()
             try:
                 image, caption = next(self._iterator)
             except StopIteration:
@@ -76,6 +90,7 @@ class PoolStream:
                     raise FifError(f"the pretraining pool ({len(self.shards)} shards from {self.shards[0]}) has "
                                    f"no readable samples") from None
                 self.epoch += 1
+                self.position, self._skip, self._epoch_start = 0, 0, self.consumed
                 self._iterator = None
                 continue
             self.consumed += 1
@@ -85,3 +100,22 @@ class PoolStream:
 
     def take(self, count: int) -> list[tuple[Image.Image, str]]:
         return [self.next() for _ in range(count)]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the stream stands (plain values: ``torch.load(weights_only=True)`` reads them)."""
+        return {"seed": self.seed, "shards": len(self.shards), "shuffle_buffer": self.shuffle_buffer,
+                "epoch": self.epoch, "consumed": self.consumed, "position": self.position,
+                "epoch_start": self._epoch_start, "skipped": dict(self.skipped)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue where ``state`` stood: the next sample is the one the saved stream would hand out next."""
+        mine = {"seed": self.seed, "shards": len(self.shards), "shuffle_buffer": self.shuffle_buffer}
+        for key, value in mine.items():
+            if state[key] != value:
+                raise FifError(f"the saved pretraining-pool stream has {key}={state[key]} but this run has {value} "
+                               f"(experiment.seed, experiment.dataset.pretraining_pool / pool_shards, "
+                               f"pool_shuffle_buffer must match the run's)")
+        self.epoch, self.consumed = int(state["epoch"]), int(state["consumed"])
+        self._epoch_start, self._skip, self.position = int(state["epoch_start"]), int(state["position"]), 0
+        self.skipped = Counter({str(k): int(v) for k, v in state["skipped"].items()})
+        self._iterator = None

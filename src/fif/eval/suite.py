@@ -10,16 +10,17 @@ import contextlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from fif.data.fif_format import DatasetSpec, Split, read_split
 from fif.errors import CorruptSampleError
 from fif.eval.retrieval import recall_at_k
 from fif.eval.zero_shot import class_embeddings, top1_accuracy
+from fif.train.distributed import SINGLE, DistContext, gather_rows, shard
 
 
 class _SplitImages(Dataset):
@@ -73,13 +74,18 @@ class EvalSuite:
     def __init__(self, root: str | Path, specs: Sequence[DatasetSpec], transform: Callable,
                  info_dir: str | Path | None = None, preload: bool = True, batch_size: int = 256,
                  num_workers: int = 0, templates: Sequence[str] | None = None, skip_corrupt: bool = False,
-                 tar: bool = False, resized: bool = False) -> None:
+                 tar: bool = False, resized: bool = False, splits: Mapping[str, Split] | None = None) -> None:
+        """``splits``: per dataset name, a split scored instead of its test split (validation mode)."""
         self.transform, self.batch_size, self.num_workers = transform, batch_size, num_workers
         self.templates, self.skip_corrupt = templates, skip_corrupt
         self.skipped: Counter[str] = Counter()  # corrupt test files left out (counted once per file)
+        self.dist: DistContext = SINGLE  # under torchrun: each rank encodes its shard, features are gathered
         self.sets: list[EvalSet] = []
+        self._subset_cache: dict[str, tuple[tuple[int, ...], EvalSet]] = {}  # name -> (indices, restricted set)
         for spec in specs:
-            split = read_split(root, spec, "test", info_dir, tar=tar, resized=resized)
+            split = (splits or {}).get(spec.name)
+            if split is None:
+                split = read_split(root, spec, "test", info_dir, tar=tar, resized=resized)
             if preload:
                 images = _SplitImages(split, transform)
                 loaded, corrupt = _collate([images[i] for i in range(len(split))])
@@ -101,11 +107,13 @@ class EvalSuite:
                         device: torch.device) -> tuple[torch.Tensor, list[int]]:
         """Normalized features of the readable test images, and which sample indices they are."""
         if eval_set.images is not None:
-            batches = [(eval_set.kept[i:i + self.batch_size], chunk)
-                       for i, chunk in zip(range(0, len(eval_set.kept), self.batch_size),
-                                           eval_set.images.split(self.batch_size))]
+            mine = shard(len(eval_set.kept), self.dist)  # under torchrun each rank encodes its part
+            kept_mine, images = eval_set.kept[mine.start:mine.stop], eval_set.images[mine.start:mine.stop]
+            batches = [(kept_mine[i:i + self.batch_size], chunk)
+                       for i, chunk in zip(range(0, len(kept_mine), self.batch_size), images.split(self.batch_size))]
         else:
-            loader = DataLoader(_SplitImages(eval_set.split, self.transform), batch_size=self.batch_size,
+            mine = shard(len(eval_set.split), self.dist)
+            loader = DataLoader(Subset(_SplitImages(eval_set.split, self.transform), mine), batch_size=self.batch_size,
                                 num_workers=self.num_workers, collate_fn=_collate)
             batches = self._readable(loader)
         features, kept = [], []
@@ -114,9 +122,12 @@ class EvalSuite:
                 if len(indices):
                     features.append(model.encode_image(batch.to(device, non_blocking=True)).float())
                     kept.extend(indices)
-        if not features:
+        local = torch.cat(features) if features else torch.zeros(0, model.visual.output_dim, device=device)
+        gathered = gather_rows(local, self.dist)
+        kept = gather_rows(torch.tensor(kept, dtype=torch.long, device=device), self.dist).tolist()
+        if not kept:
             raise CorruptSampleError(f"dataset {eval_set.spec.name}: no readable test image")
-        return F.normalize(torch.cat(features), dim=-1), kept
+        return F.normalize(gathered, dim=-1), kept
 
     def _readable(self, loader: DataLoader):
         for loaded, corrupt in loader:
@@ -124,16 +135,37 @@ class EvalSuite:
             yield [i for i, _ in loaded], torch.stack([t for _, t in loaded]) if loaded else None
 
     @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module, tokenizer: Callable, device: torch.device) -> dict[str, DatasetScore]:
+    def evaluate(self, model: torch.nn.Module, tokenizer: Callable, device: torch.device,
+                 subsets: Mapping[str, Sequence[int]] | None = None) -> dict[str, DatasetScore]:
+        """Score every set; ``subsets`` (dataset name -> sample indices) scores only those samples."""
         was_training = model.training
         model.eval()
         scores: dict[str, DatasetScore] = {}
         try:
             for eval_set in self.sets:
+                chosen = (subsets or {}).get(eval_set.spec.name)
+                if chosen is not None and len(chosen) < len(eval_set.split):
+                    eval_set = self._restricted(eval_set, chosen)
                 scores[eval_set.spec.name] = self._score(model, tokenizer, eval_set, device)
         finally:
             model.train(was_training)
         return scores
+
+    def _restricted(self, eval_set: EvalSet, indices: Sequence[int]) -> EvalSet:
+        """The samples ``indices`` of a set as a set of its own (cached: the subsets stay fixed)."""
+        chosen = tuple(int(i) for i in indices)
+        cached = self._subset_cache.get(eval_set.spec.name)
+        if cached is None or cached[0] != chosen:
+            from fif.data.validation import subset_split
+
+            split = subset_split(eval_set.split, chosen, f"{eval_set.split.name}[subset]")
+            images, kept = None, None
+            if eval_set.images is not None:  # preloaded: pick the rows, renumber the kept samples
+                position = {index: j for j, index in enumerate(chosen)}
+                rows = [r for r, index in enumerate(eval_set.kept) if index in position]
+                images, kept = eval_set.images[rows], [position[eval_set.kept[r]] for r in rows]
+            cached = self._subset_cache[eval_set.spec.name] = (chosen, EvalSet(eval_set.spec, split, images, kept))
+        return cached[1]
 
     def _score(self, model: torch.nn.Module, tokenizer: Callable, eval_set: EvalSet, device: torch.device) -> DatasetScore:
         image_features, kept = self._image_features(model, eval_set, device)

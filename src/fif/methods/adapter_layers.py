@@ -8,9 +8,15 @@ use the same few lines too: one merge path, one state-dict layout, and VeRA's ra
 really shared by every adapted matrix of both towers. tests/test_adapters.py checks the maths
 against PEFT's own layers.
 
-Every adapted matrix W (out x in) gets a ``Delta`` that works on the input path (x -> A x -> B ...),
-as PEFT does: the backward pass never forms a full-size gradient for W, which is where the
-method's compute saving comes from.
+Every adapted matrix W (out x in) gets a ``Delta``. Two formulations compute the same output:
+
+- ``input`` (default, as PEFT): the adapter works on the input path (x -> A x -> B ...) beside the
+  frozen W x; the backward pass never forms a weight-sized gradient, which is where the method's
+  compute saving comes from.
+- ``merged`` (the reference, ExplainableML/fomo_in_flux): the adapted weight W' = delta.merged(W)
+  (e.g. W + scale B A) is formed once per step and used in F.linear(x, W'); the backward pass forms
+  the weight-sized gradient of W' and pushes it through the merge into A and B. It costs more
+  FLOPs per sample and less per token of adapter; the budget table (docs/budget.md) shows both.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 ATTENTION_TARGETS = ("q", "k", "v", "out")
+FORMULATIONS = ("input", "merged")
 
 
 class Delta(nn.Module):
@@ -158,11 +165,13 @@ class VeRA(Delta):
 
 
 class AdaptedLinear(nn.Module):
-    """An nn.Linear (kept as ``base``, frozen) plus a Delta."""
+    """An nn.Linear (kept as ``base``, frozen) plus a Delta, in either formulation (module docstring)."""
 
-    def __init__(self, base: nn.Linear, delta: Delta) -> None:
+    def __init__(self, base: nn.Linear, delta: Delta, formulation: str = "input") -> None:
         super().__init__()
-        self.base, self.delta = base, delta
+        if formulation not in FORMULATIONS:
+            raise ValueError(f"formulation={formulation!r}: expected one of {FORMULATIONS}")
+        self.base, self.delta, self.formulation = base, delta, formulation
 
     @property
     def weight(self) -> torch.Tensor:
@@ -174,6 +183,8 @@ class AdaptedLinear(nn.Module):
         return self.base.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.formulation == "merged":
+            return F.linear(x, self.delta.merged(self.base.weight), self.base.bias)
         y = self.base(x)
         return self.delta(x, y, self.base.weight, self.base.bias).to(y.dtype)  # fp32 vectors under autocast
 
@@ -195,9 +206,11 @@ class AdaptedAttention(nn.Module):
     add_zero_attn are refused at install.
     """
 
-    def __init__(self, base: nn.MultiheadAttention, deltas: dict[str, Delta]) -> None:
+    def __init__(self, base: nn.MultiheadAttention, deltas: dict[str, Delta], formulation: str = "input") -> None:
         super().__init__()
-        self.base = base
+        if formulation not in FORMULATIONS:
+            raise ValueError(f"formulation={formulation!r}: expected one of {FORMULATIONS}")
+        self.base, self.formulation = base, formulation
         self.deltas = nn.ModuleDict(deltas)
 
     def adapters(self) -> dict[str, Delta]:
@@ -212,8 +225,13 @@ class AdaptedAttention(nn.Module):
         pairs["out"] = (mha.out_proj.weight, mha.out_proj.bias)
         return pairs
 
+    def _weight(self, target: str, pairs: dict) -> torch.Tensor:
+        """The weight ``target`` uses in the merged formulation: adapted if it has a Delta, else the base one."""
+        weight = pairs[target][0]
+        return self.deltas[target].merged(weight) if target in self.deltas else weight
+
     def _adapt(self, target: str, x: torch.Tensor, y: torch.Tensor, pairs: dict) -> torch.Tensor:
-        if target not in self.deltas:
+        if target not in self.deltas or self.formulation == "merged":  # merged: y already used the adapted weight
             return y
         weight, bias = pairs[target]
         return self.deltas[target](x, y, weight, bias).to(y.dtype)  # SDPA needs one dtype under autocast
@@ -229,11 +247,15 @@ class AdaptedAttention(nn.Module):
         if not mha.batch_first:
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         pairs = self.weights()
+        merged = self.formulation == "merged"
         if self_attention:  # one fused projection, as MHA does
-            fused = F.linear(query, mha.in_proj_weight, mha.in_proj_bias)
+            in_proj = (torch.cat([self._weight(t, pairs) for t in "qkv"]) if merged and self.deltas.keys() & set("qkv")
+                       else mha.in_proj_weight)
+            fused = F.linear(query, in_proj, mha.in_proj_bias)
             base_q, base_k, base_v = fused.chunk(3, dim=-1)
         else:
-            base_q, base_k, base_v = (F.linear(x, *pairs[t]) for x, t in zip((query, key, value), "qkv"))
+            base_q, base_k, base_v = (F.linear(x, self._weight(t, pairs) if merged else pairs[t][0], pairs[t][1])
+                                      for x, t in zip((query, key, value), "qkv"))
         q = self._adapt("q", query, base_q, pairs)
         k = self._adapt("k", key, base_k, pairs)
         v = self._adapt("v", value, base_v, pairs)
@@ -246,7 +268,8 @@ class AdaptedAttention(nn.Module):
                                                   dropout_p=mha.dropout if self.training else 0.0,
                                                   is_causal=is_causal and mask is None)
         attended = attended.transpose(1, 2).reshape(n, length, e)
-        out = self._adapt("out", attended, F.linear(attended, *pairs["out"]), pairs)
+        out_weight = self._weight("out", pairs) if merged else pairs["out"][0]
+        out = self._adapt("out", attended, F.linear(attended, out_weight, pairs["out"][1]), pairs)
         return (out if mha.batch_first else out.transpose(0, 1)), None
 
 

@@ -16,8 +16,8 @@ from omegaconf import DictConfig, ListConfig
 from torch import nn
 
 from fif.errors import FifError
-from fif.methods.adapter_layers import (ATTENTION_TARGETS, DoRA, LoRA, VeRA, VeraProjections, AdaptedAttention,
-                                        AdaptedLinear, Delta, merge_, merged_copy, reset_)
+from fif.methods.adapter_layers import (ATTENTION_TARGETS, FORMULATIONS, DoRA, LoRA, VeRA, VeraProjections,
+                                        AdaptedAttention, AdaptedLinear, Delta, merge_, merged_copy, reset_)
 from fif.methods.base import GradientMethod, TaskInfo
 
 TOWERS = {"both": ("vision", "text"), "vision": ("vision",), "text": ("text",)}
@@ -35,10 +35,11 @@ class AdapterSpec:
     towers: tuple[str, ...]
     blocks: Any  # "all" | "last:N" | list of indices (resolved per tower by block_indices)
     attention: tuple[str, ...]
-    mlp: bool
+    mlp: tuple[str, ...]  # MLP Linears to adapt (mlp=true: both; a list picks, e.g. [c_proj] as the reference)
     merge_at_task_end: bool
     projection_seed: int = 0
     d_initial: float = 0.1
+    formulation: str = "input"  # input | merged (fif.methods.adapter_layers)
 
     @classmethod
     def from_config(cls, kind: str, cfg: DictConfig) -> AdapterSpec:
@@ -71,7 +72,14 @@ class AdapterSpec:
         attention = list(attention) if isinstance(attention, (list, ListConfig)) else None
         if attention is None or not set(attention) <= set(ATTENTION_TARGETS) or len(set(attention)) != len(attention):
             raise bad("attention", f"a list of distinct targets out of {list(ATTENTION_TARGETS)}, e.g. [k, v]")
-        mlp = flag("mlp")
+        mlp_value = cfg.get("mlp")
+        if isinstance(mlp_value, bool):
+            mlp = MLP_LAYERS if mlp_value else ()
+        elif (isinstance(mlp_value, (list, ListConfig)) and set(mlp_value) <= set(MLP_LAYERS)
+              and len(set(mlp_value)) == len(mlp_value)):
+            mlp = tuple(name for name in MLP_LAYERS if name in mlp_value)
+        else:
+            raise bad("mlp", f"true, false or a list of distinct layers out of {list(MLP_LAYERS)}, e.g. [c_proj]")
         if not attention and not mlp:
             raise FifError(f"{key}.attention=[] and {key}.mlp=false adapt nothing: enable at least one target")
         blocks = cfg.get("blocks")
@@ -82,9 +90,15 @@ class AdapterSpec:
             seed, d_initial = int(number("projection_seed")), number("d_initial")
             if d_initial == 0.0:
                 raise bad("d_initial", "a non-zero number (with d = 0 and b = 0 VeRA gets no gradient)")
+        formulation = str(cfg.get("formulation", "input"))
+        if formulation not in FORMULATIONS:
+            raise bad("formulation", f"one of {', '.join(FORMULATIONS)}")
+        if formulation == "merged" and dropout > 0:
+            raise FifError(f"{key}.formulation=merged forms one adapted weight, so it cannot drop out the adapter's "
+                           f"input alone: set {key}.dropout=0 or {key}.formulation=input")
         return cls(kind, rank, scale, dropout, TOWERS[towers], blocks,
                    tuple(t for t in ATTENTION_TARGETS if t in attention), mlp, flag("merge_at_task_end"),
-                   seed, d_initial)
+                   seed, d_initial, formulation)
 
 
 def block_indices(blocks: Any, depth: int | None, key: str) -> list[int]:
@@ -139,12 +153,11 @@ def _sites(model: nn.Module, spec: AdapterSpec) -> list[tuple[nn.Module, str, nn
             if spec.attention:
                 _check_attention(block.attn, f"{tower} block {index} attention")
                 sites.append((block, "attn", block.attn))
-            if spec.mlp:
-                for name in MLP_LAYERS:
-                    layer = getattr(block.mlp, name, None)
-                    if not isinstance(layer, nn.Linear):
-                        raise FifError(f"{tower} block {index} has no nn.Linear mlp.{name} to adapt ({key}.mlp=true)")
-                    sites.append((block.mlp, name, layer))
+            for name in spec.mlp:
+                layer = getattr(block.mlp, name, None)
+                if not isinstance(layer, nn.Linear):
+                    raise FifError(f"{tower} block {index} has no nn.Linear mlp.{name} to adapt ({key}.mlp)")
+                sites.append((block.mlp, name, layer))
     return sites
 
 
@@ -170,12 +183,12 @@ def install_adapters(model: nn.Module, spec: AdapterSpec) -> list[AdaptedAttenti
     wrappers: list[AdaptedAttention | AdaptedLinear] = []
     for parent, name, layer in sites:
         if isinstance(layer, nn.MultiheadAttention):
-            wrapper = AdaptedAttention(layer, {})
+            wrapper = AdaptedAttention(layer, {}, spec.formulation)
             pairs = wrapper.weights()
             for target in spec.attention:
                 wrapper.deltas[target] = make(pairs[target][0].detach())
         else:
-            wrapper = AdaptedLinear(layer, make(layer.weight.detach()))
+            wrapper = AdaptedLinear(layer, make(layer.weight.detach()), spec.formulation)
         setattr(parent, name, wrapper)
         wrappers.append(wrapper)
     return wrappers

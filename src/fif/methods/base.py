@@ -19,7 +19,8 @@ from omegaconf import DictConfig
 from fif.data.batches import Batch
 from fif.eval.suite import autocast_for
 from fif.methods.towers import freeze_towers
-from fif.train.schedules import learning_rate
+from fif.train.distributed import SINGLE, DistContext
+from fif.train.schedules import Schedule
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class ContinualMethod:
         self.task: TaskInfo | None = None
         self.step_in_task = 0
         self.work_dir: Path | None = None  # a folder for the method's own files (the loop sets <run>/method)
+        self.dist: DistContext = SINGLE  # the loop sets it under torchrun
 
     # ---------------------------------------------------------------- API
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
@@ -73,14 +75,16 @@ class ContinualMethod:
 class GradientMethod(ContinualMethod):
     """Contrastive training of ``trainable_parameters()`` with AdamW, clipping and a per-task schedule.
 
-    The optimizer and the schedule restart at every task (warmup + cosine per task, as the
-    reference); subclasses add loss terms through ``extra_loss``.
+    The optimizer restarts at every task; the learning rate follows ``experiment.scheduler``
+    (default: warmup + cosine re-started every task, as the reference; meta-schedules in
+    fif.train.schedules); subclasses add loss terms through ``extra_loss``.
     """
 
     def __init__(self, model: torch.nn.Module, cfg: DictConfig, method_cfg: DictConfig, device: torch.device) -> None:
         super().__init__(model, cfg, method_cfg, device)
         self.loss_fn = open_clip.ClipLoss()
         self.optimizer: torch.optim.Optimizer | None = None
+        self._forward_model, self._train_loss = self.model, self.loss_fn  # DDP-wrapped per task under torchrun
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
         for parameter in self.trainable_parameters():
@@ -100,11 +104,27 @@ class GradientMethod(ContinualMethod):
         super().begin_task(task)
         self.optimizer = self._make_optimizer()
         self.model.train()
+        self._forward_model, self._train_loss = self._training_forward()
+
+    def _training_forward(self) -> tuple[torch.nn.Module, open_clip.ClipLoss]:
+        """The model as the training step calls it: DDP-wrapped under torchrun (built per task, after the
+        method fixed this task's trainable set), with the loss over the gathered global batch."""
+        if not self.dist.enabled:
+            return self.model, self.loss_fn
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        wrapped = DistributedDataParallel(self.model, device_ids=ids, broadcast_buffers=False)
+        loss = open_clip.ClipLoss(local_loss=True, gather_with_grad=True, rank=self.dist.rank,
+                                  world_size=self.dist.world_size)
+        return wrapped, loss
 
     def current_lr(self) -> float:
-        sched, opt = self.cfg.experiment.scheduler, self.cfg.experiment.optimizer
+        """A pure function of (task, step, steps per task, tasks, config): a resumed run gets the same value."""
         assert self.task is not None
-        return learning_rate(sched.name, self.step_in_task, self.task.steps, float(opt.lr), sched.warmup)
+        if not hasattr(self, "_schedule"):
+            self._schedule = Schedule.from_config(self.cfg)
+        return self._schedule(self.task.index, self.step_in_task, self.task.steps, self.task.num_tasks)
 
     def extra_loss(self) -> torch.Tensor | None:
         return None
@@ -119,8 +139,8 @@ class GradientMethod(ContinualMethod):
             group["lr"] = lr
         batch = batch.to(self.device)
         with autocast_for(self.device):
-            image_features, text_features, logit_scale = self.model(batch.images, batch.texts)[:3]
-            loss = self.loss_fn(image_features, text_features, logit_scale)
+            image_features, text_features, logit_scale = self._forward_model(batch.images, batch.texts)[:3]
+            loss = self._train_loss(image_features, text_features, logit_scale)
             extra = self.extra_loss()
             total = loss + extra if extra is not None else loss
         self.optimizer.zero_grad(set_to_none=True)
@@ -134,14 +154,25 @@ class GradientMethod(ContinualMethod):
             if hasattr(self.model, "logit_scale"):
                 self.model.logit_scale.clamp_(0, math.log(100))
         self.step_in_task += 1
-        stats = {"loss": float(loss.detach()), "lr": lr}
+        stats = {"loss": self._global_mean(loss.detach()), "lr": lr}
         if extra is not None:
             stats["extra_loss"] = float(extra.detach())
         return stats
 
+    def _global_mean(self, value: torch.Tensor) -> float:
+        """A rank's local loss averaged over ranks (= the one-process loss of the global batch)."""
+        if self.dist.enabled:
+            value = value.clone()
+            torch.distributed.all_reduce(value)
+            value /= self.dist.world_size
+        return float(value)
+
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        state["optimizer"] = self.optimizer.state_dict() if self.optimizer is not None else None
+        # The optimizer restarts at every task: once the task's steps are done it is dead weight
+        # (2x the trainable parameters for AdamW), so a task-end checkpoint leaves it out.
+        inside_task = self.task is not None and self.step_in_task < self.task.steps
+        state["optimizer"] = self.optimizer.state_dict() if self.optimizer is not None and inside_task else None
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

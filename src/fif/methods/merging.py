@@ -169,15 +169,25 @@ class MergingMethod(GradientMethod):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         held = state["merging"]
-        missing = [p for p in held["checkpoints"] if not Path(p).is_file()]
+        paths = [self._locate(p) for p in held["checkpoints"]]
+        missing = [p for p in paths if not Path(p).is_file()]
         if missing:
             raise FifError(f"continual.method={self.name}: task checkpoint {missing[0]} is missing (cannot resume)")
         self.theta0, self.unrolled, self.anchored = held["theta0"], held["unrolled"], held["anchored"]
-        self.checkpoints, self.tasks_done = list(held["checkpoints"]), int(held["tasks_done"])
+        self.checkpoints, self.tasks_done = paths, int(held["tasks_done"])
         if held["eval"] is not None:
             self._set_eval(held["eval"])
         else:
             self._eval_module = None
+
+    def _locate(self, path: str) -> str:
+        """A task checkpoint of the state: the file of that name in this run's work_dir when there is one
+        (a run folder that was moved or copied resumes from its own files), else the stored path."""
+        if self.work_dir is not None:
+            local = Path(self.work_dir) / Path(path).name
+            if local.is_file():
+                return str(local)
+        return str(path)
 
 
 class EmaPaint(MergingMethod):

@@ -7,8 +7,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fif.tracking.base import Tracker
 
-class JsonlTracker:
+
+class JsonlTracker(Tracker):
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / "events.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)

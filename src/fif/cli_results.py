@@ -1,0 +1,66 @@
+"""``fif results`` (a table of runs' scores) and ``fif report`` (a self-contained HTML page).
+
+Kept apart from cli.py so the entry point stays a short table of commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from fif.report.runs import collect_runs
+    from fif.report.table import to_csv, to_json, to_rich
+
+    records = collect_runs(args.runs)
+    if args.json:
+        sys.stdout.write(to_json(records))
+    elif args.csv:
+        sys.stdout.write(to_csv(records))
+    else:
+        sys.stdout.write(to_rich(records))
+        incomplete = sum(not r.complete for r in records)
+        print(f"{len(records)} runs ({len(records) - incomplete} complete, {incomplete} not)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from fif.errors import FifError
+    from fif.report.html import write_report
+    from fif.report.runs import collect_runs
+
+    records = collect_runs(args.runs)
+    if not any(r.tasks or r.part("zero_shot") for r in records):
+        raise FifError("none of the runs has evaluated anything yet (no zero-shot or task scores in results.json)")
+    path = write_report(records, args.out, args.title)
+    print(f"wrote {path} ({len(records)} runs, {path.stat().st_size / 1024:.0f} KiB)")
+    return 0
+
+
+TARGETS = ("run folders (holding results.json), sweep folders (sweep.json, from fif run -m), folders of runs, "
+           "or globs of these")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``results`` and ``report``."""
+    results = subparsers.add_parser(
+        "results", help="table of runs' A_KA / A_ZS / GM (zero-shot, final, averaged over tasks)",
+        description="Print the zero-shot, final and task-averaged A_KA, A_ZS and geometric mean of runs. RUN: "
+                    + TARGETS + ", or wandb:ENTITY/PROJECT/RUN_ID (reads the W&B run summary; needs the "
+                    "[track] extra, a key and the network). Unfinished runs are listed and marked.")
+    results.add_argument("runs", nargs="+", metavar="RUN", help="run, sweep, glob or wandb:ENTITY/PROJECT/RUN_ID")
+    fmt = results.add_mutually_exclusive_group()
+    fmt.add_argument("--csv", action="store_true", help="CSV on stdout (one row per run, empty cell = no value)")
+    fmt.add_argument("--json", action="store_true", help="JSON list on stdout (null = no value)")
+    results.set_defaults(func=cmd_results)
+
+    report = subparsers.add_parser(
+        "report", help="self-contained HTML report with plots of runs",
+        description="Write one HTML file (figures embedded, no external resources) comparing runs: the KA-ZS "
+                    "plane, A_KA / A_ZS against task and against compute, the learning-rate schedule, "
+                    "per-dataset change from zero-shot, and the numbers. RUN: " + TARGETS + ".")
+    report.add_argument("runs", nargs="+", metavar="RUN", help="run, sweep or glob")
+    report.add_argument("--out", default="report.html", help="HTML file to write, atomically (default: report.html)")
+    report.add_argument("--title", default="FoMo-in-Flux report", help="page title")
+    report.set_defaults(func=cmd_report)

@@ -1,0 +1,83 @@
+"""What each evaluation point scores: test or validation splits, full sets or fixed subsets.
+
+One object the training loop asks, so the loop stays unaware of validation mode
+(fif.data.validation) and subset evaluation (fif.eval.subset).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from omegaconf import DictConfig
+
+from fif.data.fif_format import ADAPTATION, EVALUATION, DatasetSpec, Split
+from fif.data.validation import FALLBACKS, ValidationPlan, build_validation, check_fraction
+from fif.errors import FifError
+from fif.eval.subset import EvalSubsets, eval_subsets
+from fif.eval.subset import check_fraction as check_subset
+from fif.train.schedules import schedule_from_config
+
+
+class EvalProtocol:
+    """Validation plan (or None: test splits) and evaluation subsets (or None: full sets) of one run."""
+
+    def __init__(self, cfg: DictConfig, root: str | Path, registry: dict[str, DatasetSpec], echo=print) -> None:
+        ds = cfg.experiment.dataset
+        self.seed = int(cfg.experiment.seed)
+        self.subset_fraction = check_subset(cfg.evaluation.get("validate_on_subset"))
+        self.plan: ValidationPlan | None = None
+        self.subsets: EvalSubsets | None = None
+        if ds.get("validation_mode"):
+            specs = [s for s in registry.values() if s.role in (ADAPTATION, EVALUATION)]
+            self.plan = build_validation(root, specs, ds.get("train_val_split", 0.8), self.seed,
+                                         str(ds.get("validation_fallback", "exclude")), ds.info_dir,
+                                         tar=bool(ds.tar), resized=bool(ds.create_resized_variant_if_possible))
+            for line in self.plan.warnings():
+                echo(line)
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        """Fail on a bad scheduler, validation or subset key before any data is read."""
+        schedule_from_config(cfg)
+        check_subset(cfg.evaluation.get("validate_on_subset"))
+        ds = cfg.experiment.dataset
+        if ds.get("validation_mode"):
+            check_fraction(ds.get("train_val_split", 0.8))
+            if ds.get("validation_fallback", "exclude") not in FALLBACKS:
+                raise FifError(f"experiment.dataset.validation_fallback={ds.validation_fallback!r} is not valid "
+                               f"(expected one of: {', '.join(FALLBACKS)})")
+
+    @property
+    def train_part(self) -> Callable[[Split], Split] | None:
+        """For the training catalogue: each train split's training part (None: all of it)."""
+        return self.plan.train_part if self.plan else None
+
+    @property
+    def eval_splits(self) -> dict[str, Split] | None:
+        """For the evaluation suite: the splits scored instead of test splits (None: test splits)."""
+        return self.plan.eval_splits if self.plan else None
+
+    def keep(self, specs: Sequence[DatasetSpec]) -> list[DatasetSpec]:
+        """The datasets evaluated (validation mode may leave evaluation-only ones out)."""
+        return self.plan.keep(specs) if self.plan else list(specs)
+
+    def attach(self, suite: Any) -> None:
+        """Fix the per-dataset subsets of the suite's sets (once: every point sees the same samples)."""
+        if self.subset_fraction is not None:
+            self.subsets = eval_subsets(self.subset_fraction, suite, self.seed)
+
+    def at(self, task: int, num_tasks: int) -> dict[str, np.ndarray] | None:
+        """The subsets to score after task ``task`` (0-based), or None for full sets."""
+        return self.subsets.at(task, num_tasks) if self.subsets else None
+
+    def record(self) -> dict[str, Any]:
+        """results.json keys that say what the scores are: validation or test, subsets or full sets."""
+        out: dict[str, Any] = {"validation_mode": self.plan is not None,
+                               "evaluation_split": "validation" if self.plan else "test"}
+        if self.plan:
+            out["validation"] = self.plan.record()
+        if self.subsets:
+            out["evaluation_subsets"] = self.subsets.record()
+        return out

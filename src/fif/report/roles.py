@@ -1,0 +1,34 @@
+"""Which datasets a run streamed (adaptation, A_KA) and which it held out (evaluation, A_ZS).
+
+results.json keeps scores per dataset name but not the role, so the report looks it up in the
+registry the run used: the data root's registry, the mini benchmark's, or the built-in one.
+Nothing is generated or downloaded; an unknown dataset simply has no role.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fif.errors import FifError
+
+
+def dataset_roles(results: dict[str, Any]) -> dict[str, str]:
+    config = results.get("config") or {}
+    dataset = (config.get("experiment") or {}).get("dataset") or {}
+    try:
+        root = dataset.get("root")
+        if root and Path(str(root)).expanduser().is_dir():
+            from fif.data.registry import resolve_registry
+
+            return {name: spec.role for name, spec in
+                    resolve_registry(dataset.get("registry"), Path(str(root)).expanduser()).items()}
+        if "mini" in config:
+            from fif.data.mini.build import registry_entries
+
+            return {name: entry["role_in_default_benchmark"] for name, entry in registry_entries().items()}
+        from fif.data.registry import builtin_registry
+
+        return {name: spec.role for name, spec in builtin_registry().items()}
+    except (FifError, OSError, KeyError, TypeError):
+        return {}

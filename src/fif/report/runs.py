@@ -1,0 +1,195 @@
+"""Find runs and load what they wrote: ``results.json`` (the source of truth) and ``events.jsonl``.
+
+A target is a run folder (holds results.json), a sweep folder (holds sweep.json, from
+``fif run -m``), a folder of run folders, a glob of any of these, or a W&B reference
+(``wandb:ENTITY/PROJECT/RUN_ID``; see fif.report.wandb_runs). A run that has not finished is
+kept and marked (status ``incomplete``/``failed``/``pending``) rather than dropped, so a table never
+silently hides a run.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from fif.errors import FifError
+
+HEADLINE = ("A_KA", "A_ZS", "geometric_mean")
+PARTS = ("zero_shot", "final", "averaged")
+
+
+@dataclass
+class RunRecord:
+    """One run as a table row or a report section; scores are percentages."""
+
+    name: str
+    status: str  # complete | incomplete | failed | pending | unreadable
+    path: Path | None = None
+    detail: str = ""
+    results: dict[str, Any] = field(default_factory=dict)
+    tasks_total: int | None = None
+    source: str = "folder"  # folder | wandb
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+    @property
+    def tasks(self) -> list[dict[str, Any]]:
+        return list(self.results.get("tasks") or [])
+
+    @property
+    def method(self) -> str | None:
+        return (self.results.get("config") or {}).get("continual", {}).get("method")
+
+    def part(self, name: str) -> dict[str, float] | None:
+        """zero_shot / final / averaged headline scores, or None when the run has not written them."""
+        block = self.results.get(name)
+        if not isinstance(block, dict) or not all(k in block for k in HEADLINE):
+            return None
+        return {k: block[k] for k in HEADLINE}
+
+    def events(self) -> list[dict[str, Any]]:
+        """The run's event log (empty when it has none); unparsable lines (a crash mid-write) are skipped."""
+        path = self.path / "events.jsonl" if self.path else None
+        if path is None or not path.is_file():
+            return []
+        events = []
+        for line in path.read_text().splitlines():
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return events
+
+
+def finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def _tasks_total(run_dir: Path, results: dict[str, Any]) -> int | None:
+    """From the event log's start event (exact, also with dataset_incremental), else the config."""
+    events = run_dir / "events.jsonl"
+    if events.is_file():
+        with events.open() as handle:
+            for line in handle:
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if event.get("event") == "start" and isinstance(event.get("tasks"), int):
+                    return event["tasks"]
+    task = (results.get("config") or {}).get("experiment", {}).get("task", {})
+    return None if task.get("dataset_incremental") else task.get("num")
+
+
+def load_run(run_dir: Path, name: str | None = None) -> RunRecord:
+    """One run folder; never raises for a run that is merely unfinished or broken (it is marked)."""
+    name = name or run_dir.name
+    path = run_dir / "results.json"
+    if not path.is_file():
+        started = (run_dir / "events.jsonl").is_file() or (run_dir / "config.yaml").is_file()
+        return RunRecord(name, "incomplete" if started else "pending", run_dir, "no results.json yet")
+    try:
+        results = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        return RunRecord(name, "unreadable", run_dir, f"results.json is not JSON ({error})")
+    if not isinstance(results, dict):
+        return RunRecord(name, "unreadable", run_dir, "results.json is not a JSON object")
+    total = _tasks_total(run_dir, results)
+    done = len(results.get("tasks") or [])
+    status = results.get("status") or ("complete" if "averaged" in results else "incomplete")
+    if status == "running":
+        status = "incomplete"
+    detail = "" if status == "complete" else f"{done}/{total if total is not None else '?'} tasks"
+    return RunRecord(name, status, run_dir, detail, results, total)
+
+
+def load_sweep(sweep_dir: Path) -> list[RunRecord]:
+    """A ``fif run -m`` folder, in sweep order; failed runs keep their error as the detail."""
+    try:
+        sweep = json.loads((sweep_dir / "sweep.json").read_text())
+        entries = [dict(entry, name=str(entry["name"])) for entry in sweep["runs"]]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise FifError(f"{sweep_dir / 'sweep.json'} is malformed ({type(error).__name__}: {error}); "
+                       f"expected a fif run -m sweep file") from None
+    records = []
+    for entry in entries:
+        label = f"{sweep_dir.name}/{entry['name']}"
+        record = load_run(sweep_dir / entry["name"], label)
+        if entry.get("status") == "failed" and not record.complete:
+            record.status, record.detail = "failed", str(entry.get("error") or "")
+        records.append(record)
+    return records
+
+
+def _from_path(path: Path) -> list[RunRecord]:
+    if path.is_file() and path.name == "results.json":
+        path = path.parent
+    if not path.is_dir():
+        raise FifError(f"{path}: no such run folder")
+    if (path / "results.json").is_file() or (path / "events.jsonl").is_file():
+        return [load_run(path)]
+    if (path / "sweep.json").is_file():
+        return load_sweep(path)
+    children = sorted(p for p in path.iterdir() if p.is_dir())
+    records: list[RunRecord] = []
+    for child in children:
+        if (child / "sweep.json").is_file():
+            records += load_sweep(child)
+        elif (child / "results.json").is_file() or (child / "events.jsonl").is_file():
+            records.append(load_run(child))
+    if not records:
+        raise FifError(f"{path}: not a run folder (no results.json), a sweep folder (no sweep.json) "
+                       f"or a folder of runs")
+    return records
+
+
+def _unique_names(records: list[RunRecord]) -> None:
+    """Two runs named alike (same folder name in different places) get their parent folder prefixed."""
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[record.name] = counts.get(record.name, 0) + 1
+    for record in records:
+        if counts[record.name] > 1 and record.path is not None:
+            record.name = f"{record.path.parent.name}/{record.path.name}"
+
+
+def collect_runs(targets: Sequence[str]) -> list[RunRecord]:
+    """Every run the targets name, in the order given (duplicates dropped)."""
+    from fif.report.wandb_runs import is_wandb_ref, load_wandb_run
+
+    if not targets:
+        raise FifError("no runs given (expected run folders, sweep folders, globs or wandb:ENTITY/PROJECT/RUN_ID)")
+    records: list[RunRecord] = []
+    for target in targets:
+        if is_wandb_ref(target):
+            records.append(load_wandb_run(target))
+        elif glob.has_magic(target):
+            matches = sorted(glob.glob(str(Path(target).expanduser())))
+            if not matches:
+                raise FifError(f"{target}: no run folders match")
+            found = []
+            for match in matches:  # a glob may also match stray files or folders: those are skipped
+                try:
+                    found += _from_path(Path(match))
+                except FifError:
+                    continue
+            if not found:
+                raise FifError(f"{target}: {len(matches)} paths match but none is a run or sweep folder")
+            records += found
+        else:
+            records += _from_path(Path(target).expanduser())
+    seen: set[Any] = set()
+    unique = []
+    for record in records:
+        key = record.path.resolve() if record.path else (record.source, record.name)
+        if key not in seen:
+            seen.add(key)
+            unique.append(record)
+    _unique_names(unique)
+    return unique
