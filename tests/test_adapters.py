@@ -39,8 +39,8 @@ def _method(mini, kind: str, *overrides: str, lr: float = 1e-2):
     return build_method(cfg, copy.deepcopy(backbone.model), CPU)
 
 
-def _train(method, batch: Batch, steps: int = 4) -> None:
-    method.begin_task(TaskInfo(0, 1, steps))
+def _train(method, batch: Batch, steps: int = 4, task_steps: int | None = None) -> None:
+    method.begin_task(TaskInfo(0, 1, task_steps or steps))
     for _ in range(steps):
         method.observe(batch)
 
@@ -312,9 +312,9 @@ def test_merge_at_task_end_moves_base_weights_and_resets_adapters(mini, kind):
 def test_state_dict_round_trip_restores_outputs_and_training(mini, kind):
     _, batch = mini
     first = _method(mini, kind)
-    _train(first, batch, steps=3)
+    _train(first, batch, steps=3, task_steps=4)  # stop after step 3 of a 4-step task
     second = _method(mini, kind)
-    second.begin_task(TaskInfo(0, 1, 3))  # a resume re-enters the task, then loads the state
+    second.begin_task(TaskInfo(0, 1, 4))  # a resume re-enters the task, then loads the state
     second.load_state_dict(copy.deepcopy(first.state_dict()))
     for a, b in zip(_outputs(first.model, batch), _outputs(second.model, batch)):
         assert torch.equal(a, b)
