@@ -25,7 +25,11 @@ def _free_port() -> int:
 
 
 def _torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return _torchrun_env({}, nproc, *args)
+
+
+def _torchrun_env(extra_env: dict[str, str], nproc: int, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", **extra_env)
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
                f"--master_port={_free_port()}", "-m", "fif.cli", *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
@@ -78,3 +82,28 @@ def test_batch_must_split_evenly(tmp_path, mini_root):
     result = _torchrun(2, "run", *OVERRIDES, "experiment.task.batch_size=33", f"log.folder={tmp_path}")
     assert result.returncode != 0
     assert "must be divisible by the number of processes (2)" in result.stdout + result.stderr
+
+
+def test_a_killed_two_process_run_resumes_bit_identically(one_and_two_processes, tmp_path):
+    from fif.train.resume import without_timing
+
+    _, two = one_and_two_processes
+    killed = _torchrun_env({"FIF_KILL_AFTER_CHECKPOINT": "3"}, 2, "run", *OVERRIDES, f"log.folder={tmp_path}",
+                           "log.name=two", "log.checkpoint_every_steps=3")
+    assert killed.returncode != 0 and read_results(tmp_path / "two")["status"] == "running"
+    resumed = _torchrun(2, "run", *OVERRIDES, f"log.folder={tmp_path}", "log.name=two",
+                        "log.checkpoint_every_steps=3", "log.resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stdout
+    expected, got = read_results(two), read_results(tmp_path / "two")
+    assert without_timing(got) == without_timing(expected)
+
+
+def test_resume_refuses_another_world_size(tmp_path, mini_root):
+    killed = _torchrun_env({"FIF_KILL_AFTER_CHECKPOINT": "3"}, 2, "run", *OVERRIDES, f"log.folder={tmp_path}",
+                           "log.name=r", "log.checkpoint_every_steps=3")
+    assert killed.returncode != 0
+    single = run_cli("run", *OVERRIDES, f"log.folder={tmp_path}", "log.name=r", "log.resume=true",
+                     "log.checkpoint_every_steps=3")
+    assert single.returncode == 2
+    assert "was started with 2 process(es) and resumes with 1: resume with the same world size" in single.stderr

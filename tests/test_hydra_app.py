@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from conftest import read_results
 from fif.hydra_app import job_name
 
@@ -28,7 +26,6 @@ def test_job_names_leave_out_log_keys_and_slashes():
 
 
 def test_joblib_launcher_runs_the_sweep_as_parallel_jobs(tmp_path: Path, mini_root):
-    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     result = _fif_hydra("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "continual.method=finetune,bitfit",
                         *SHORT, f"log.folder={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -239,6 +239,13 @@ def run_experiment(cfg: DictConfig, echo=print) -> RunOutput:
         resume_at = position_of(resumed)
         loop_state = restore_data(resumed, buffer, pool, builder, suite)
         results, samples_seen, global_step = loop_state["results"], loop_state["samples_seen"], resume_at.global_step
+        started_world = int(results.get("world_size", 1))
+        if started_world != dist_ctx.world_size:  # a different split of every batch: not the same run
+            if not cfg.log.resume_force:
+                raise FifError(f"run {run_dir} was started with {started_world} process(es) and resumes with "
+                               f"{dist_ctx.world_size}: resume with the same world size (or log.resume_force=true)")
+            echo(f"resuming a {started_world}-process run with {dist_ctx.world_size} processes (log.resume_force)")
+            results["world_size"] = dist_ctx.world_size
         start, task_elapsed = time.time() - loop_state["elapsed"], loop_state["task_elapsed"]
         started = (loop_state["budget"]["steps"], loop_state["budget"]["gflops_per_sample"])
         if started != (steps, gflops_per_sample):  # the budget is the one the run started with
