@@ -313,6 +313,17 @@ def test_end_of_task_compute_is_charged_to_the_task_once():
     assert charged.end_of_task_maf == pytest.approx(fisher_maf) and free.end_of_task_maf == 0
 
 
+def test_a_per_sample_end_of_task_pass_is_charged_for_the_samples_a_task_holds():
+    full, ewc = _profile("finetune", 120.0, 100), _profile("ewc", 120.0, 102, end_of_task=50_000 * 120.0)
+    settings = BudgetSettings("fullft_steps", 1420, True, "bf16", "count")
+    small = plan_from_profiles(settings, ewc, full, task_samples=800)  # the Fisher reads at most 800 samples
+    step_maf, fisher_maf = 120.0 * 512 * 1.02, 800 * 120.0 * 1.02
+    assert small.end_of_task_maf == pytest.approx(fisher_maf)
+    assert small.steps == math.floor((1420 * 120.0 * 512 - fisher_maf) / step_maf)
+    large = plan_from_profiles(settings, ewc, full, task_samples=10**6)  # a task larger than max_fim_samples
+    assert large.end_of_task_maf == pytest.approx(50_000 * 120.0 * 1.02)
+
+
 def test_a_budget_too_small_for_one_step_is_one_clear_error():
     full = _profile("finetune", 120.0, 100)
     with pytest.raises(FifError, match="buys no step of finetune"):

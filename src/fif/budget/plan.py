@@ -108,8 +108,14 @@ class BudgetPlan:
                 f"using {100 * self.fraction_used:.2f}% of it")
 
 
-def plan_from_profiles(settings: BudgetSettings, method: MethodProfile, fullft: MethodProfile) -> BudgetPlan:
-    """The steps a budget buys, given the method's and full finetuning's profiles (same batch size)."""
+def plan_from_profiles(settings: BudgetSettings, method: MethodProfile, fullft: MethodProfile,
+                       task_samples: int | None = None) -> BudgetPlan:
+    """The steps a budget buys, given the method's and full finetuning's profiles (same batch size).
+
+    ``task_samples``: the largest task's training samples, when known. A per-sample end-of-task pass
+    (EWC's Fisher over up to max_fim_samples) never reads more than its task holds, so it is charged
+    for min(asked, task_samples) samples: every task gets the same steps, and none overspends.
+    """
     ratio = memory_ratio(method.memory.peak, fullft.memory.peak)
     step_maf = maf(method.gflops_per_step, method.memory.peak, fullft.memory.peak)
     if settings.unit == "fullft_steps":
@@ -117,6 +123,8 @@ def plan_from_profiles(settings: BudgetSettings, method: MethodProfile, fullft: 
     else:
         budget = float(settings.amount)
     end_of_task = method.end_of_task_gflops * ratio if settings.charge_end_of_task else 0.0
+    if task_samples is not None and method.end_of_task_samples > task_samples:
+        end_of_task *= task_samples / method.end_of_task_samples
     steps = steps_for_budget(budget, step_maf, end_of_task)
     if steps < 1:
         raise FifError(f"experiment.task.budget (unit={settings.unit}, amount={settings.amount:g}) = {budget:.4g} "
@@ -128,8 +136,12 @@ def plan_from_profiles(settings: BudgetSettings, method: MethodProfile, fullft: 
                       method.memory.source, method.precision)
 
 
-def plan_task_budget(cfg: DictConfig, model: torch.nn.Module, device: torch.device) -> BudgetPlan:
-    """Profile the configured method (and full finetuning, with a budget) on copies of ``model``."""
+def plan_task_budget(cfg: DictConfig, model: torch.nn.Module, device: torch.device,
+                     task_samples: int | None = None) -> BudgetPlan:
+    """Profile the configured method (and full finetuning, with a budget) on copies of ``model``.
+
+    ``task_samples``: the largest task's training samples (caps a per-sample end-of-task pass).
+    """
     settings = budget_settings(cfg)
     precision = resolve_precision(settings.precision, device)
     batch_size = int(cfg.experiment.task.batch_size)
@@ -141,4 +153,4 @@ def plan_task_budget(cfg: DictConfig, model: torch.nn.Module, device: torch.devi
     memory = resolve_memory(settings.memory, device)
     method = profile_method(cfg, model, precision=precision, memory=memory, device=device)
     fullft = profile_method(fullft_config(cfg), model, precision=precision, memory=memory, device=device)
-    return plan_from_profiles(settings, method, fullft)
+    return plan_from_profiles(settings, method, fullft, task_samples)

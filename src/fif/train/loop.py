@@ -179,7 +179,8 @@ def run_experiment(cfg: DictConfig, echo=print) -> RunOutput:
                       batch_size=int(cfg.evaluation.batch_size), num_workers=int(ds_cfg.num_workers),
                       templates=templates, skip_corrupt=skip_corrupt, splits=protocol.eval_splits, **layout)
     protocol.attach(suite)
-    plan = plan_task_budget(cfg, model, device)  # before the method changes the model; fif.budget
+    largest_task = max(len(catalogue.task_indices(classes)) for classes in tasks)  # caps EWC's Fisher charge
+    plan = plan_task_budget(cfg, model, device, largest_task)  # before the method changes the model; fif.budget
     steps = plan.steps
     method = build_method(cfg, model, device)
     builder = BatchBuilder(catalogue, pool, backbone.train_transform, backbone.tokenizer, seed, skip_corrupt)
