@@ -179,7 +179,8 @@ def run_experiment(cfg: DictConfig, echo=print) -> RunOutput:
                       batch_size=int(cfg.evaluation.batch_size), num_workers=int(ds_cfg.num_workers),
                       templates=templates, skip_corrupt=skip_corrupt, splits=protocol.eval_splits, **layout)
     protocol.attach(suite)
-    largest_task = max(len(catalogue.task_indices(classes)) for classes in tasks)  # caps EWC's Fisher charge
+    largest_task = (max(len(catalogue.task_indices(classes)) for classes in tasks)  # caps EWC's Fisher charge
+                    if budget_settings(cfg).unit is not None else None)  # only a budget needs it
     plan = plan_task_budget(cfg, model, device, largest_task)  # before the method changes the model; fif.budget
     steps = plan.steps
     method = build_method(cfg, model, device)
