@@ -20,7 +20,7 @@ import torch
 
 from fif.budget.flops import train_step_gflops_per_sample
 from fif.config import compose
-from fif.data.batches import Batch
+from fif.data.samples.batches import Batch
 from fif.methods import TaskInfo, build_method
 from fif.models.backbone import build_backbone
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from fif.config import compose, to_container
-from fif.data.batches import Batch
-from fif.data.buffer import ReplayBuffer
+from fif.data.samples.batches import Batch
+from fif.data.samples.buffer import ReplayBuffer
 from fif.methods import TaskInfo, build_method
 from fif.models.backbone import build_backbone
 from fif.train.checkpoint import Position, read_checkpoint, write_checkpoint

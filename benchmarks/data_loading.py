@@ -29,9 +29,9 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from fif.data.fif_format import DatasetSpec, Split, read_split
-from fif.data.registry import builtin_registry
-from fif.data.storage import _scan_fast, _scan_tarfile, build_tar_index
+from fif.data.format.fif_format import DatasetSpec, Split, read_split
+from fif.data.format.registry import builtin_registry
+from fif.data.format.storage import _scan_fast, _scan_tarfile, build_tar_index
 
 
 def rss_mb() -> float:

@@ -19,7 +19,7 @@ from typing import Iterator
 import torch
 
 from fif.config import compose
-from fif.data.batches import Batch
+from fif.data.samples.batches import Batch
 from fif.methods import TaskInfo, build_method
 from fif.models.backbone import build_backbone
 

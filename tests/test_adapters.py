@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from fif.config import compose
-from fif.data.batches import Batch
+from fif.data.samples.batches import Batch
 from fif.errors import FifError
 from fif.methods import TaskInfo, build_method
 from fif.methods.adapter_layers import AdaptedAttention, DoRA, LoRA, VeRA, VeraProjections, merged_copy

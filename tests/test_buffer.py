@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import run_cli
-from fif.data.buffer import ReplayBuffer, balanced_quotas
+from fif.data.samples.buffer import ReplayBuffer, balanced_quotas
 from fif.errors import FifError
 
 
@@ -194,9 +194,9 @@ def test_cli_rejects_a_bad_buffer_config_in_one_line(tmp_path, override, culprit
 @pytest.mark.parametrize("policy, size", [("all", None), ("class_balanced", 150)])
 def test_a_run_fills_its_buffer_after_each_task_under_the_policy(tmp_path, mini_root, policy, size):
     from fif.config import compose
-    from fif.data.catalogue import TrainingCatalogue
-    from fif.data.fif_format import load_registry
-    from fif.data.streams import chunk_into_tasks, read_stream, resolve_stream
+    from fif.data.samples.catalogue import TrainingCatalogue
+    from fif.data.format.fif_format import load_registry
+    from fif.data.format.streams import chunk_into_tasks, read_stream, resolve_stream
     from fif.train.loop import run_experiment
 
     # No pretraining share: task 0 then gives the buffer's share to update (no pool needed).

@@ -14,12 +14,12 @@ import torch
 from PIL import Image
 
 from fif.config import compose
-from fif.data.batches import BatchBuilder
-from fif.data.catalogue import TrainingCatalogue
-from fif.data.fif_format import EVALUATION, load_registry
-from fif.data.mixture import BatchPlan, MixtureSampler
-from fif.data.pool import PoolStream
-from fif.data.streams import chunk_into_tasks, read_stream, resolve_stream
+from fif.data.samples.batches import BatchBuilder
+from fif.data.samples.catalogue import TrainingCatalogue
+from fif.data.format.fif_format import EVALUATION, load_registry
+from fif.data.samples.mixture import BatchPlan, MixtureSampler
+from fif.data.samples.pool import PoolStream
+from fif.data.format.streams import chunk_into_tasks, read_stream, resolve_stream
 from fif.errors import CorruptSampleError, FifError
 from fif.models.backbone import build_backbone
 from fif.train.loop import run_experiment

@@ -2,12 +2,12 @@ import random
 
 import torch
 
-from fif.data.batches import BatchBuilder
-from fif.data.catalogue import TrainingCatalogue
-from fif.data.fif_format import load_registry
-from fif.data.mixture import MixtureSampler
-from fif.data.pool import PoolStream
-from fif.data.streams import chunk_into_tasks, read_stream, resolve_stream
+from fif.data.samples.batches import BatchBuilder
+from fif.data.samples.catalogue import TrainingCatalogue
+from fif.data.format.fif_format import load_registry
+from fif.data.samples.mixture import MixtureSampler
+from fif.data.samples.pool import PoolStream
+from fif.data.format.streams import chunk_into_tasks, read_stream, resolve_stream
 from fif.models.backbone import build_backbone
 
 

@@ -7,9 +7,9 @@ import pytest
 from PIL import Image, ImageOps
 
 from conftest import run_cli
-from fif.data.fif_format import read_split
-from fif.data.registry import resolve_registry
-from fif.data.show import (BACKGROUND, CELL_H, HEADER, PAD, TILE, TILE_BACKGROUND, pick_samples, sheet_size,
+from fif.data.format.fif_format import read_split
+from fif.data.format.registry import resolve_registry
+from fif.tools.show import (BACKGROUND, CELL_H, HEADER, PAD, TILE, TILE_BACKGROUND, pick_samples, sheet_size,
                            show_dataset)
 from fif.errors import FifError
 

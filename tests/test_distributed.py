@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import read_results, run_cli
-from fif.train.distributed import DistContext, shard
+from fif.runtime.distributed import DistContext, shard
 
 OVERRIDES = ["experiment.task.num=2", "experiment.task.n_samples=256", "experiment.task.batch_size=32",
              "log.progress=false", "log.checkpoint=true", "device=cpu"]

@@ -28,7 +28,7 @@ def test_top1_accuracy_and_geometric_mean():
 
 def test_base_model_knows_the_pool_and_not_the_stream(mini_root):
     """The shipped base CLIP: real zero-shot skill on pretraining concepts, weak on the stream's."""
-    from fif.data.fif_format import load_registry
+    from fif.data.format.fif_format import load_registry
     from fif.eval.metrics import summarize
     from fif.eval.suite import EvalSuite
     from fif.models.backbone import build_backbone

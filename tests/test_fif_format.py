@@ -3,8 +3,8 @@ import shutil
 
 import pytest
 
-from fif.data.fif_format import DatasetSpec, load_registry, read_split
-from fif.data.images import load_rgb
+from fif.data.format.fif_format import DatasetSpec, load_registry, read_split
+from fif.data.format.images import load_rgb
 from fif.errors import FifError
 
 

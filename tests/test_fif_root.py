@@ -15,9 +15,9 @@ import pytest
 
 from conftest import read_results, run_cli
 from fif_root_factory import make_fif_root, stream_entries
-from fif.data.fif_format import DatasetSpec, load_registry, read_split
-from fif.data.packed import PackedCaptions, PackedStrings
-from fif.data.storage import TarStore, _scan_fast, _scan_tarfile, build_tar_index
+from fif.data.format.fif_format import DatasetSpec, load_registry, read_split
+from fif.data.format.packed import PackedCaptions, PackedStrings
+from fif.data.format.storage import TarStore, _scan_fast, _scan_tarfile, build_tar_index
 from fif.errors import CorruptSampleError, FifError
 
 MONKEY_KEY = "monkeys10/training/training/n1/n103.jpg"
@@ -280,8 +280,8 @@ def test_fif_run_over_the_generated_root_in_folder_and_tar_layouts(tmp_path):
 
 def test_tools_read_a_tar_only_root(tmp_path):
     """Streaming by dataset name, `data show` and `streams build` work where only ROOT/<FOLDER>.tar exists."""
-    from fif.data.registry import resolve_registry
-    from fif.data.streams import dataset_stream
+    from fif.data.format.registry import resolve_registry
+    from fif.data.format.streams import dataset_stream
 
     root = make_fif_root(tmp_path / "root", layout="tar").root
     registry = resolve_registry(None, root)

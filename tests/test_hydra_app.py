@@ -8,14 +8,14 @@ import sys
 from pathlib import Path
 
 from conftest import read_results
-from fif.hydra_app import job_name
+from fif.cli.hydra_app import job_name
 
 SHORT = ["experiment.task.num=1", "experiment.task.n_samples=128", "log.progress=false"]
 
 
 def _fif_hydra(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "fif.hydra_app", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "fif.cli.hydra_app", *args], capture_output=True, text=True,
                           env=env, timeout=900)
 
 

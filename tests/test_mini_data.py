@@ -5,7 +5,7 @@ import random
 import webdataset as wds
 from PIL import Image
 
-from fif.data.fif_format import load_registry, read_split
+from fif.data.format.fif_format import load_registry, read_split
 from fif.data.mini.build import _sample_rng
 from fif.data.mini.worlds import DATASETS, HELDOUT_COMBOS, pool_sample
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from fif.data.buffer import ReplayBuffer
-from fif.data.mixture import SOURCES, MixtureSampler, batch_split
+from fif.data.samples.buffer import ReplayBuffer
+from fif.data.samples.mixture import SOURCES, MixtureSampler, batch_split
 from fif.errors import FifError
 
 REFERENCE_SHARES = {"pretraining": 0.33, "update": 0.34, "buffer": 0.33}

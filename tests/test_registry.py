@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from fif.data.fif_format import load_registry
-from fif.data.registry import BUILTIN, builtin_registry, find_dataset, resolve_registry
+from fif.data.format.fif_format import load_registry
+from fif.data.format.registry import BUILTIN, builtin_registry, find_dataset, resolve_registry
 from fif.errors import FifError
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from fif.config import compose
-from fif.data.batches import Batch
+from fif.data.samples.batches import Batch
 from fif.errors import FifError
 from fif.methods import TaskInfo, build_method
 from fif.models.backbone import build_backbone

@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from fif.config import compose
-from fif.data.pool import PoolStream
+from fif.data.samples.pool import PoolStream
 from fif.errors import FifError
 from fif.train.checkpoint import (KILL_ENV, Checkpointer, CheckpointError, Position, list_checkpoints, load_latest,
                                   read_checkpoint, write_checkpoint)

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from conftest import run_cli
-from fif.data.fif_format import read_split
-from fif.data.registry import resolve_registry
-from fif.data.stream_builders import (ORDERS, build_stream, class_accuracies, mean_adjacent_similarity,
+from fif.data.format.fif_format import read_split
+from fif.data.format.registry import resolve_registry
+from fif.tools.stream_builders import (ORDERS, build_stream, class_accuracies, mean_adjacent_similarity,
                                       name_embeddings, similarity_order)
-from fif.data.streams import read_stream, write_stream
+from fif.data.format.streams import read_stream, write_stream
 from fif.errors import FifError
 from fif.eval.zero_shot import class_embeddings, top1_accuracy
 from fif.models.backbone import build_backbone

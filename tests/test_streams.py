@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from fif.config import compose
-from fif.data.registry import builtin_registry, resolve_registry
-from fif.data.streams import (check_stream, chunk_into_tasks, make_tasks, read_stream, reshuffle, resolve_stream,
+from fif.data.format.registry import builtin_registry, resolve_registry
+from fif.data.format.streams import (check_stream, chunk_into_tasks, make_tasks, read_stream, reshuffle, resolve_stream,
                               shipped_streams, tasks_per_dataset, write_stream)
 from fif.errors import FifError
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from fif.config import compose
-from fif.data.catalogue import TrainingCatalogue
-from fif.data.fif_format import ADAPTATION, EVALUATION, read_split
-from fif.data.registry import resolve_registry
-from fif.data.validation import build_validation, carve, subset_split
+from fif.data.samples.catalogue import TrainingCatalogue
+from fif.data.format.fif_format import ADAPTATION, EVALUATION, read_split
+from fif.data.format.registry import resolve_registry
+from fif.data.format.validation import build_validation, carve, subset_split
 from fif.eval.subset import balanced_counts, balanced_subset, subset_size
 from fif.train.loop import run_experiment
 

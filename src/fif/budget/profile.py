@@ -29,7 +29,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from fif.budget.archs import fake_clone, input_batch
 from fif.budget.flops import flop_counter, mha_fastpath_off
 from fif.budget.memory import MemoryBreakdown, SavedTensorMeter, cuda_peak_bytes, static_bytes, storage_bytes
-from fif.data.batches import Batch
+from fif.data.samples.batches import Batch
 from fif.errors import FifError
 from fif.methods import TaskInfo, build_method
 from fif.methods.base import ContinualMethod

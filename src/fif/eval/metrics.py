@@ -10,7 +10,7 @@ import math
 from statistics import fmean
 from typing import Mapping, Sequence
 
-from fif.data.fif_format import DatasetSpec
+from fif.data.format.fif_format import DatasetSpec
 from fif.eval.suite import DatasetScore
 
 

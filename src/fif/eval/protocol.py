@@ -1,7 +1,7 @@
 """What each evaluation point scores: test or validation splits, full sets or fixed subsets.
 
 One object the training loop asks, so the loop stays unaware of validation mode
-(fif.data.validation) and subset evaluation (fif.eval.subset).
+(fif.data.format.validation) and subset evaluation (fif.eval.subset).
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from omegaconf import DictConfig
 
-from fif.data.fif_format import ADAPTATION, EVALUATION, DatasetSpec, Split
-from fif.data.validation import FALLBACKS, ValidationPlan, build_validation, check_fraction
+from fif.data.format.fif_format import ADAPTATION, EVALUATION, DatasetSpec, Split
+from fif.data.format.validation import FALLBACKS, ValidationPlan, build_validation, check_fraction
 from fif.errors import FifError
 from fif.eval.subset import EvalSubsets, eval_subsets
 from fif.eval.subset import check_fraction as check_subset
-from fif.train.schedules import schedule_from_config
+from fif.optim.schedules import schedule_from_config
 
 
 class EvalProtocol:

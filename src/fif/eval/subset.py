@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from fif.data.validation import dataset_rng
+from fif.data.format.validation import dataset_rng
 from fif.errors import FifError
 
 

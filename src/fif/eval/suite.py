@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from fif.data.fif_format import DatasetSpec, Split, read_split
+from fif.data.format.fif_format import DatasetSpec, Split, read_split
 from fif.errors import CorruptSampleError
 from fif.eval.retrieval import recall_at_k
 from fif.eval.zero_shot import class_embeddings, top1_accuracy
-from fif.train.distributed import SINGLE, DistContext, gather_rows, shard
+from fif.runtime.distributed import SINGLE, DistContext, gather_rows, shard
 
 
 class _SplitImages(Dataset):
@@ -156,7 +156,7 @@ class EvalSuite:
         chosen = tuple(int(i) for i in indices)
         cached = self._subset_cache.get(eval_set.spec.name)
         if cached is None or cached[0] != chosen:
-            from fif.data.validation import subset_split
+            from fif.data.format.validation import subset_split
 
             split = subset_split(eval_set.split, chosen, f"{eval_set.split.name}[subset]")
             images, kept = None, None

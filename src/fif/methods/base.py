@@ -16,11 +16,11 @@ import open_clip
 import torch
 from omegaconf import DictConfig
 
-from fif.data.batches import Batch
+from fif.data.samples.batches import Batch
 from fif.eval.suite import autocast_for
 from fif.methods.towers import freeze_towers
-from fif.train.distributed import SINGLE, DistContext
-from fif.train.schedules import Schedule
+from fif.runtime.distributed import SINGLE, DistContext
+from fif.optim.schedules import Schedule
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class GradientMethod(ContinualMethod):
 
     The optimizer restarts at every task; the learning rate follows ``experiment.scheduler``
     (default: warmup + cosine re-started every task, as the reference; meta-schedules in
-    fif.train.schedules); subclasses add loss terms through ``extra_loss``.
+    fif.optim.schedules); subclasses add loss terms through ``extra_loss``.
     """
 
     def __init__(self, model: torch.nn.Module, cfg: DictConfig, method_cfg: DictConfig, device: torch.device) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from fif.data.batches import Batch
+from fif.data.samples.batches import Batch
 from fif.errors import FifError
 from fif.eval.suite import autocast_for
 from fif.methods.base import TaskInfo

@@ -19,7 +19,7 @@ def dataset_roles(results: dict[str, Any]) -> dict[str, str]:
     try:
         root = dataset.get("root")
         if root and Path(str(root)).expanduser().is_dir():
-            from fif.data.registry import resolve_registry
+            from fif.data.format.registry import resolve_registry
 
             return {name: spec.role for name, spec in
                     resolve_registry(dataset.get("registry"), Path(str(root)).expanduser()).items()}
@@ -27,7 +27,7 @@ def dataset_roles(results: dict[str, Any]) -> dict[str, str]:
             from fif.data.mini.build import registry_entries
 
             return {name: entry["role_in_default_benchmark"] for name, entry in registry_entries().items()}
-        from fif.data.registry import builtin_registry
+        from fif.data.format.registry import builtin_registry
 
         return {name: spec.role for name, spec in builtin_registry().items()}
     except (FifError, OSError, KeyError, TypeError):

@@ -20,14 +20,14 @@ from tqdm import tqdm
 
 from fif.budget.plan import budget_settings, plan_task_budget
 from fif.config import public_config, to_container
-from fif.data.batches import BatchBuilder
-from fif.data.buffer import ReplayBuffer
-from fif.data.catalogue import TrainingCatalogue
-from fif.data.fif_format import ADAPTATION, EVALUATION, DatasetSpec
-from fif.data.mixture import MixtureSampler, batch_split
-from fif.data.pool import PoolStream, find_shards
-from fif.data.registry import resolve_registry
-from fif.data.streams import make_tasks, stream_source
+from fif.data.samples.batches import BatchBuilder
+from fif.data.samples.buffer import ReplayBuffer
+from fif.data.samples.catalogue import TrainingCatalogue
+from fif.data.format.fif_format import ADAPTATION, EVALUATION, DatasetSpec
+from fif.data.samples.mixture import MixtureSampler, batch_split
+from fif.data.samples.pool import PoolStream, find_shards
+from fif.data.format.registry import resolve_registry
+from fif.data.format.streams import make_tasks, stream_source
 from fif.errors import FifError
 from fif.eval.metrics import average_over_tasks, summarize
 from fif.eval.protocol import EvalProtocol
@@ -36,11 +36,11 @@ from fif.methods import TaskInfo, build_method, method_class
 from fif.models.backbone import build_backbone
 from fif.tracking import FanOutTracker, build_tracker
 from fif.train.checkpoint import Checkpointer, Position
-from fif.train.distributed import (broadcast_object, check_batch_divisible, init_distributed, rank_device, shard,
+from fif.runtime.distributed import (broadcast_object, check_batch_divisible, init_distributed, rank_device, shard,
                                    shutdown)
 from fif.train.resume import plan_resume
 from fif.train.run_state import gather_state, position_of, restore_data, restore_method
-from fif.train.task_batches import task_batches
+from fif.data.samples.task_batches import task_batches
 from fif.utils.io import atomic_torch_save, atomic_write, atomic_write_json
 
 

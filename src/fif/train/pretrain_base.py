@@ -19,12 +19,12 @@ import open_clip
 import torch
 from tqdm import tqdm
 
-from fif.data.fif_format import load_registry, read_split
+from fif.data.format.fif_format import load_registry, read_split
 from fif.data.mini.build import build_datasets, pool_shards
 from fif.data.mini.render import IMAGE_SIZE
 from fif.eval.suite import EvalSuite
 from fif.models.word_tokenizer import WordTokenizer
-from fif.train.schedules import learning_rate
+from fif.optim.schedules import learning_rate
 from fif.utils.io import atomic_write, atomic_write_json
 
 MODEL_CFG = {

@@ -1,8 +1,8 @@
 """Every global random-number state a run draws from, captured and restored for an exact resume.
 
 Most randomness in a run is already a pure function of (seed, task, step): batch plans
-(data/mixture.py), captions and augmentations (data/batches.py seeds per slot), the buffer's keys
-(data/buffer.py), merge draws (merge_stream.key_generator), the pool's shuffle (seeded per epoch).
+(data/samples/mixture.py), captions and augmentations (data/samples/batches.py seeds per slot), the buffer's keys
+(data/samples/buffer.py), merge draws (merge_stream.key_generator), the pool's shuffle (seeded per epoch).
 What is left draws from the process-wide generators: dropout in adapters (torch), the base seed a
 DataLoader takes from torch when evaluation uses workers, open_clip's init of a fresh adapter
 (LoRA ``merge_at_task_end``), and anything a future method does with ``random`` or NumPy. A

@@ -24,9 +24,9 @@ import json
 from collections import Counter
 from typing import Any, Mapping
 
-from fif.data.batches import BatchBuilder
-from fif.data.buffer import ReplayBuffer
-from fif.data.pool import PoolStream
+from fif.data.samples.batches import BatchBuilder
+from fif.data.samples.buffer import ReplayBuffer
+from fif.data.samples.pool import PoolStream
 from fif.eval.suite import EvalSuite
 from fif.errors import FifError
 from fif.methods.base import ContinualMethod

@@ -34,9 +34,9 @@ def _dataset_list(values: list[str] | None) -> list[str] | None:
 
 
 def cmd_streams_build(args: argparse.Namespace) -> int:
-    from fif.data.registry import resolve_registry
-    from fif.data.stream_builders import build_stream
-    from fif.data.streams import write_stream
+    from fif.data.format.registry import resolve_registry
+    from fif.tools.stream_builders import build_stream
+    from fif.data.format.streams import write_stream
     from fif.utils.io import atomic_write_json
 
     root = _root(args.root)
@@ -58,8 +58,8 @@ def cmd_streams_build(args: argparse.Namespace) -> int:
 
 
 def cmd_data_show(args: argparse.Namespace) -> int:
-    from fif.data.registry import find_dataset, resolve_registry
-    from fif.data.show import show_dataset
+    from fif.data.format.registry import find_dataset, resolve_registry
+    from fif.tools.show import show_dataset
 
     root = _root(args.root)
     spec = find_dataset(resolve_registry(args.registry, root), args.dataset)

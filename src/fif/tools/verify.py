@@ -18,8 +18,8 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from fif.data.fif_format import DatasetSpec, Split, read_split
-from fif.data.storage import ImageStore, open_store
+from fif.data.format.fif_format import DatasetSpec, Split, read_split
+from fif.data.format.storage import ImageStore, open_store
 from fif.errors import CorruptSampleError, FifError
 
 COMPLETE, CORRUPT, MISSING, ABSENT = "complete", "corrupt", "missing", "absent"

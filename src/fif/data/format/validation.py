@@ -19,9 +19,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fif.data.fif_format import DatasetSpec, Split, read_split
-from fif.data.info_files import info_file
-from fif.data.packed import PackedCaptions, PackedStrings
+from fif.data.format.fif_format import DatasetSpec, Split, read_split
+from fif.data.format.info_files import info_file
+from fif.data.format.packed import PackedCaptions, PackedStrings
 from fif.errors import FifError
 
 FALLBACKS = ("exclude", "test")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from fif.data.fif_format import EVALUATION, DatasetSpec, Split, read_split
+from fif.data.format.fif_format import EVALUATION, DatasetSpec, Split, read_split
 from fif.errors import FifError
 from fif.utils.io import atomic_write
 

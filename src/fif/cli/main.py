@@ -49,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fif.config import compose
 
     if args.multirun:
-        from fif.cli_sweep import cmd_multirun
+        from fif.cli.sweep import cmd_multirun
 
         return cmd_multirun(args)
     cfg = compose(args.overrides)
@@ -123,19 +123,19 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--pool-shards", type=int, default=4, help="pool shards of 5,000 samples")
     build.add_argument("--seed", type=int, default=0, help="data seed")
     build.set_defaults(func=cmd_build_mini)
-    from fif.cli_verify import add_verify_command
+    from fif.cli.verify import add_verify_command
 
     add_verify_command(data)
-    from fif.cli_streams import add_commands
+    from fif.cli.streams import add_commands
 
     add_commands(sub, data)
-    from fif.cli_schedules import add_parser as add_schedules_parser
+    from fif.cli.schedules import add_parser as add_schedules_parser
 
     add_schedules_parser(sub)
-    from fif.cli_results import add_parser as add_results_commands
+    from fif.cli.results import add_parser as add_results_commands
 
     add_results_commands(sub)
-    from fif.cli_flops import add_parser as add_flops_parser; add_flops_parser(sub)  # noqa: E702
+    from fif.cli.flops import add_parser as add_flops_parser; add_flops_parser(sub)  # noqa: E702
     return parser
 
 

@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from fif.data.fif_format import ADAPTATION, DatasetSpec, Split, read_split
-from fif.data.registry import adaptation_specs, find_dataset
-from fif.data.streams import SEPARATOR, StreamEntry, reshuffle, split_classes
+from fif.data.format.fif_format import ADAPTATION, DatasetSpec, Split, read_split
+from fif.data.format.registry import adaptation_specs, find_dataset
+from fif.data.format.streams import SEPARATOR, StreamEntry, reshuffle, split_classes
 from fif.errors import FifError
 
 ORDERS = ("random", "dataset_incremental", "performance_easy_to_hard", "performance_hard_to_easy", "similarity")

@@ -21,7 +21,7 @@ import numpy as np
 from fif.errors import FifError
 
 if TYPE_CHECKING:
-    from fif.data.fif_format import DatasetSpec, Split
+    from fif.data.format.fif_format import DatasetSpec, Split
 
 SEPARATOR = "+++"
 StreamEntry = tuple[str, str]  # (dataset folder, classname)
@@ -84,7 +84,7 @@ def chunk_into_tasks(entries: list[StreamEntry], num_tasks: int) -> list[list[St
 
 def _not_streamable(spec: "DatasetSpec") -> str | None:
     """Why a dataset may not be in a stream (None when it may): only adaptation datasets are streamed."""
-    from fif.data.fif_format import ADAPTATION, EVALUATION
+    from fif.data.format.fif_format import ADAPTATION, EVALUATION
 
     if spec.role == ADAPTATION:
         return None
@@ -95,7 +95,7 @@ def _not_streamable(spec: "DatasetSpec") -> str | None:
 
 def check_stream(entries: list[StreamEntry], registry: dict[str, "DatasetSpec"], source: str) -> list[StreamEntry]:
     """Entries with their dataset part turned into registry folders; unknown, held-out or repeated ones fail."""
-    from fif.data.registry import find_dataset
+    from fif.data.format.registry import find_dataset
 
     specs: dict[str, DatasetSpec] = {}
     for position, (key, classname) in enumerate(entries):
@@ -129,7 +129,7 @@ def split_classes(split: "Split") -> list[StreamEntry]:
 def dataset_classes(root: str | Path, spec: "DatasetSpec", info_dir: str | Path | None = None,
                     tar: bool = False) -> list[StreamEntry]:
     """A dataset's streamable classes, read from its train split's info file (folder or tar layout)."""
-    from fif.data.fif_format import read_split
+    from fif.data.format.fif_format import read_split
 
     return split_classes(read_split(root, spec, "train", info_dir, tar=tar))
 
@@ -137,7 +137,7 @@ def dataset_classes(root: str | Path, spec: "DatasetSpec", info_dir: str | Path 
 def dataset_stream(names: Sequence[str], root: str | Path, registry: dict[str, "DatasetSpec"],
                    info_dir: str | Path | None = None, tar: bool = False) -> list[StreamEntry]:
     """Every class of the named datasets, dataset after dataset (``experiment.dataset.name``)."""
-    from fif.data.registry import find_dataset
+    from fif.data.format.registry import find_dataset
 
     entries: list[StreamEntry] = []
     for name in names:

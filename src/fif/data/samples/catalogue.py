@@ -13,8 +13,8 @@ from typing import Callable
 
 from PIL import Image
 
-from fif.data.fif_format import ADAPTATION, DatasetSpec, Split, read_split
-from fif.data.streams import StreamEntry
+from fif.data.format.fif_format import ADAPTATION, DatasetSpec, Split, read_split
+from fif.data.format.streams import StreamEntry
 from fif.errors import CorruptSampleError, FifError
 
 

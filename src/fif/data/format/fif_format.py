@@ -1,6 +1,6 @@
 """Read datasets in the reference FoMo-in-Flux on-disk layout.
 
-A data root holds ``ROOT/<FOLDER>/<key>`` images (or ``ROOT/<FOLDER>.tar``, see fif.data.storage);
+A data root holds ``ROOT/<FOLDER>/<key>`` images (or ``ROOT/<FOLDER>.tar``, see fif.data.format.storage);
 per-split info files
 (``<info_dir>/<FOLDER>_<split>.json``: image key -> classname, captions, target) live in an info
 directory, ``ROOT/00_info`` by default. The registry (the reference's datasets.json fields:
@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fif.data.info_files import info_file, read_info
-from fif.data.packed import PackedCaptions, PackedStrings
-from fif.data.storage import ImageStore, open_store
+from fif.data.format.info_files import info_file, read_info
+from fif.data.format.packed import PackedCaptions, PackedStrings
+from fif.data.format.storage import ImageStore, open_store
 from fif.errors import FifError
 
 ADAPTATION, EVALUATION = "adaptation", "evaluation"
@@ -49,7 +49,7 @@ class DatasetSpec:
 class Split:
     """One split of one dataset, in info-file order: keys, class targets, captions and the image store.
 
-    Keys and captions are packed (see fif.data.packed) and targets are an int64 array, so the
+    Keys and captions are packed (see fif.data.format.packed) and targets are an int64 array, so the
     ~2.5M entries of a full FiF root stay small in RAM and in DataLoader workers.
     """
 
@@ -102,7 +102,7 @@ def _folder_of(path: Path, name: str, entry: dict) -> str:
     """The reference's datasets.json leaves imagenet's folder null (its module builds the path)."""
     if entry["folder"]:
         return entry["folder"]
-    from fif.data.registry import builtin_registry
+    from fif.data.format.registry import builtin_registry
 
     known = builtin_registry().get(name)
     if known is None:
@@ -117,7 +117,7 @@ def read_split(root: str | Path, spec: DatasetSpec, split: str, info_dir: str | 
     its image store, the folder ``ROOT/<FOLDER>`` or, with ``tar``, ``ROOT/<FOLDER>.tar``.
 
     ``resized`` reads the 224-px variant where it exists; ``problems`` collects bad entries
-    instead of raising (see fif.data.info_files.read_info).
+    instead of raising (see fif.data.format.info_files.read_info).
     """
     root = Path(root)
     info_dir = Path(info_dir) if info_dir else root / "00_info"

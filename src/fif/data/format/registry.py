@@ -11,8 +11,8 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from fif.data.fif_datasets import ADAPTATION_ROWS, EVALUATION_ROWS, EXTRA_ROWS
-from fif.data.fif_format import ADAPTATION, EVALUATION, DatasetSpec, load_registry
+from fif.data.format.fif_datasets import ADAPTATION_ROWS, EVALUATION_ROWS, EXTRA_ROWS
+from fif.data.format.fif_format import ADAPTATION, EVALUATION, DatasetSpec, load_registry
 from fif.errors import FifError
 
 BUILTIN = "fif"  # experiment.dataset.registry=fif: the built-in registry even when ROOT has a datasets.json

@@ -10,9 +10,9 @@ from typing import Callable
 import torch
 from PIL import Image
 
-from fif.data.catalogue import TrainingCatalogue
-from fif.data.mixture import BatchPlan
-from fif.data.pool import PoolStream
+from fif.data.samples.catalogue import TrainingCatalogue
+from fif.data.samples.mixture import BatchPlan
+from fif.data.samples.pool import PoolStream
 from fif.errors import CorruptSampleError, FifError
 
 MAX_REPLACEMENT_TRIES = 100

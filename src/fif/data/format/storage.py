@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from fif.data.images import decode_rgb
+from fif.data.format.images import decode_rgb
 from fif.errors import CorruptSampleError, FifError
 
 

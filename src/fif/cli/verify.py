@@ -1,4 +1,4 @@
-"""``fif data verify ROOT``: the command-line side of fif.data.verify.
+"""``fif data verify ROOT``: the command-line side of fif.tools.verify.
 
 Exit status 0 when the root is clean, 1 when problems were found (one ``problem:`` line each),
 2 for bad usage (a FifError, as for every fif command).
@@ -11,8 +11,8 @@ from pathlib import Path
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from fif.data.registry import registry_path, resolve_registry
-    from fif.data.verify import format_report, verify_root
+    from fif.data.format.registry import registry_path, resolve_registry
+    from fif.tools.verify import format_report, verify_root
 
     registry = resolve_registry(args.registry, args.root)
     report = verify_root(Path(args.root), registry, args.info_dir, tar=args.tar, resized=args.resized,
@@ -25,7 +25,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def add_verify_command(data: argparse._SubParsersAction) -> None:
-    from fif.data.verify import default_workers
+    from fif.tools.verify import default_workers
 
     verify = data.add_parser("verify", help="check a FiF data root: datasets present, complete, corrupt",
                              description="Check a FiF data root against the registry: which datasets are present "

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fif.data.packed import PackedCaptions, PackedStrings
+from fif.data.format.packed import PackedCaptions, PackedStrings
 from fif.errors import CorruptSampleError, FifError
 
 RESIZED = 224  # the reference's default img_size, the suffix of its resized variants

@@ -1,7 +1,7 @@
 """``fif schedules plot``: draw learning-rate schedules over a whole stream, task boundaries marked.
 
 The learning rate is a pure function of (task, step, steps per task, tasks, config)
-(fif.train.schedules), so the plot needs no data and no model: only the config.
+(fif.optim.schedules), so the plot needs no data and no model: only the config.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def _file_stem(schedule) -> str:
 def cmd_plot(args: argparse.Namespace) -> int:
     from fif.config import compose
     from fif.errors import FifError
-    from fif.train.schedules import Schedule
+    from fif.optim.schedules import Schedule
 
     overrides = list(args.overrides)
     if args.all and any(o.startswith(SCHEDULER_KEYS) for o in overrides):

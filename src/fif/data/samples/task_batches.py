@@ -12,8 +12,8 @@ from __future__ import annotations
 import random
 from typing import Callable, Iterator, Sequence
 
-from fif.data.batches import Batch, BatchBuilder
-from fif.data.mixture import BatchPlan
+from fif.data.samples.batches import Batch, BatchBuilder
+from fif.data.samples.mixture import BatchPlan
 
 
 def task_batches(builder: BatchBuilder, task_indices: Sequence[int], seed: int, task: int,
