@@ -28,7 +28,7 @@ from fif.data.samples.buffer import ReplayBuffer
 from fif.methods import TaskInfo, build_method
 from fif.models.backbone import build_backbone
 from fif.train.checkpoint import Position, read_checkpoint, write_checkpoint
-from fif.train.loop import resolve_device
+from fif.runtime.device import resolve_device
 from fif.train.run_state import gather_state
 
 
@@ -65,9 +65,8 @@ def main() -> None:
     bb = cfg.experiment.backbone
     backbone = build_backbone(bb.name, bb.checkpoint, bb.cache_dir, bool(bb.pretrained))
     model = backbone.model.to(device)
-    method = build_method(cfg, model, device)
     with tempfile.TemporaryDirectory(dir=args.folder) as tmp:
-        method.work_dir = Path(tmp) / "method"
+        method = build_method(cfg, model, device, work_dir=Path(tmp) / "method")
         task = TaskInfo(0, 2, 10)
         method.begin_task(task)
         method.observe(synthetic_batch(backbone, args.batch))

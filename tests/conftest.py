@@ -52,7 +52,7 @@ def tracked_runs(tmp_path_factory: pytest.TempPathFactory, mini_root: Path) -> P
     ``replay`` (default mixture; TensorBoard and offline W&B on) and ``no_replay`` (update data
     only, lr 1e-3, so its scores move differently)."""
     from fif.config import compose
-    from fif.train.loop import run_experiment
+    from fif.train.run import run_experiment
 
     folder = tmp_path_factory.mktemp("tracked_runs")
     wandb_home = tmp_path_factory.mktemp("wandb_home")

@@ -362,22 +362,23 @@ def test_vera_rejects_zero_d_initial(mini):
 
 @pytest.mark.parametrize("kind, merge", [("lora", False), ("dora", False), ("vera", False), ("lora", True)])
 def test_short_run_changes_only_adapter_tensors(tmp_path, mini_root, monkeypatch, kind, merge):
-    import fif.train.loop as loop
+    import fif.train.components as components
+    from fif.train.run import run_experiment
 
     built = {}
 
-    def capture(cfg, model, device):
-        method = loop_build(cfg, model, device)
+    def capture(cfg, model, device, **context):
+        method = loop_build(cfg, model, device, **context)
         built["method"] = method
         built["initial"] = {k: v.clone() for k, v in method.model.state_dict().items()}
         return method
 
-    loop_build = loop.build_method
-    monkeypatch.setattr(loop, "build_method", capture)
+    loop_build = components.build_method
+    monkeypatch.setattr(components, "build_method", capture)
     cfg = compose([f"continual.method={kind}", f"continual.{kind}.merge_at_task_end={str(merge).lower()}",
                    "experiment.task.num=2", "experiment.task.n_samples=256", "log.progress=false",
                    "log.checkpoint=true", f"log.folder={tmp_path}", "log.name=run"])
-    results = loop.run_experiment(cfg, echo=lambda *_: None).results
+    results = run_experiment(cfg, echo=lambda *_: None).results
     assert results["status"] == "complete" and len(results["tasks"]) == 2
 
     method, initial = built["method"], built["initial"]

@@ -6,6 +6,7 @@ import contextlib
 import copy
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -16,15 +17,17 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from fif.budget.archs import fake_clone, meta_model
 from fif.budget.maf import steps_for_budget
 from fif.budget.memory import MemoryBreakdown, SavedTensorMeter
-from fif.budget.plan import BudgetSettings, budget_settings, plan_from_profiles, plan_task_budget
+from fif.budget.plan import budget_settings, plan_from_profiles, plan_task_budget, steps_without_budget
 from fif.budget.profile import MethodProfile, profile_method
-from fif.budget.table import REFERENCE_ADAPTER, method_table, parse_rows
+from fif.budget.table import method_table, parse_rows
 from fif.cli import main
 from fif.config import compose
 from fif.errors import FifError
 from fif.methods import build_method
 from fif.methods.adapter_layers import ADAPTED_TYPES, AdaptedAttention, LoRA
+from fif.methods.adapters import REFERENCE_ADAPTER
 from fif.models.backbone import build_backbone
+from fif.settings import BudgetSettings, TaskSettings
 
 BATCH = 4
 
@@ -343,8 +346,6 @@ def test_bad_budget_settings_are_one_line_naming_the_key(overrides, message):
 
 
 def test_plan_for_a_run_on_the_mini_clip(mini):
-    from fif.train.loop import steps_per_task
-
     cfg = compose(["continual.method=lora", "experiment.task.budget.unit=fullft_steps",
                    "experiment.task.budget.amount=20"])
     plan = plan_task_budget(cfg, mini, torch.device("cpu"))
@@ -354,9 +355,35 @@ def test_plan_for_a_run_on_the_mini_clip(mini):
     assert plan.steps == math.floor(20 * full.gflops_per_step / step_maf) > 20
     assert plan.n_samples == plan.steps * 128 and plan.precision == "fp32" and plan.memory_source == "count"
     assert f"buys {plan.steps} steps of 128" in plan.describe()
-    assert steps_per_task(cfg) == 0  # decided by the plan, once the model is built
+    assert steps_without_budget(cfg) is None  # decided by the plan, once the model is built
     plain = plan_task_budget(compose([]), mini, torch.device("cpu"))
-    assert plain.steps == steps_per_task(compose([])) == 2560 // 128 and plain.unit is None
+    assert plain.steps == steps_without_budget(compose([])) == 2560 // 128 and plain.unit is None
+    assert plain.n_samples == 2560 and plain.batch_size == 128
+
+
+def test_budget_settings_accept_what_the_profiler_accepts():
+    from fif import settings
+    from fif.budget import profile
+
+    assert (settings.PRECISIONS, settings.MEMORY_SOURCES) == (profile.PRECISIONS, profile.MEMORY_SOURCES)
+
+
+@pytest.mark.parametrize("overrides, steps", [([], 20), (["experiment.task.n_samples=255"], 1),
+                                              (["experiment=fif"], 727040 // 512)])
+def test_steps_from_samples_without_a_budget(overrides, steps):
+    cfg = compose(overrides)
+    assert steps_without_budget(cfg) == TaskSettings.from_config(cfg).steps_from_samples == steps
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["experiment.task.batch_size=0"], "experiment.task.batch_size=0 must be at least 1"),
+    (["experiment.task.n_samples=127"], "experiment.task.n_samples=127 is smaller than one batch "
+                                        "(experiment.task.batch_size=128)"),
+    (["experiment.task.budget.unit=maf"], "experiment.task.budget.amount=None is not valid"),
+])
+def test_bad_task_settings_fail_before_any_data_is_read(overrides, message):
+    with pytest.raises(FifError, match=re.escape(message)):
+        steps_without_budget(compose(overrides))
 
 
 # ------------------------------------------------------------------ fif flops
@@ -379,6 +406,14 @@ def test_cli_flops_prints_and_writes_the_table_for_an_architecture_without_weigh
     assert rows["lora r8"]["trainable_parameters"] == vision + text
 
 
+def test_cli_flops_defaults_to_the_steps_n_samples_buy(capsys):
+    args = ["flops", "--arch", "ViT-B-32", "--methods", "finetune", "--batch-size", "8", "--precision", "fp32"]
+    assert main([*args, "experiment.task.n_samples=100"]) == 0
+    assert "steps for 12 full-finetuning steps per task" in capsys.readouterr().out  # 100 // 8, not // 128
+    assert main([*args, "experiment.task.n_samples=7"]) == 2
+    assert "experiment.task.n_samples=7 is smaller than one batch" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args, message", [
     (["--methods", "finetune,magic"], "--methods: magic not known"),
     (["--arch", "ViT-Z-99"], "architecture 'ViT-Z-99' is not known"),
@@ -393,7 +428,7 @@ def test_cli_flops_bad_input_is_one_line(capsys, args, message):
 
 @pytest.mark.slow
 def test_run_with_a_budget_trains_the_steps_it_buys(tmp_path, mini_root):
-    from fif.train.loop import run_experiment
+    from fif.train.run import run_experiment
 
     cfg = compose([f"log.folder={tmp_path}", "log.name=budget", "log.progress=false", "experiment.task.num=1",
                    "continual.method=lnfit", "experiment.task.budget.unit=fullft_steps",

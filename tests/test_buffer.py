@@ -197,7 +197,7 @@ def test_a_run_fills_its_buffer_after_each_task_under_the_policy(tmp_path, mini_
     from fif.data.samples.catalogue import TrainingCatalogue
     from fif.data.format.fif_format import load_registry
     from fif.data.format.streams import chunk_into_tasks, read_stream, resolve_stream
-    from fif.train.loop import run_experiment
+    from fif.train.run import run_experiment
 
     # No pretraining share: task 0 then gives the buffer's share to update (no pool needed).
     cfg = compose([f"log.folder={tmp_path}", "log.name=run", "log.progress=false", "experiment.task.num=3",

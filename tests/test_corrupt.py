@@ -22,7 +22,7 @@ from fif.data.samples.pool import PoolStream
 from fif.data.format.streams import chunk_into_tasks, read_stream, resolve_stream
 from fif.errors import CorruptSampleError, FifError
 from fif.models.backbone import build_backbone
-from fif.train.loop import run_experiment
+from fif.train.run import run_experiment
 
 RUN = ["experiment.task.num=2", "experiment.task.n_samples=256", "log.progress=false"]  # 2 steps of 128 per task
 

@@ -248,7 +248,7 @@ def test_verify_bad_usage_exits_2(tmp_path):
 
 def _run(root: Path, runs: Path, name: str, *overrides: str) -> dict:
     from fif.config import compose
-    from fif.train.loop import run_experiment
+    from fif.train.run import run_experiment
 
     stream = root / "stream.json"
     stream.write_text(json.dumps(stream_entries()))

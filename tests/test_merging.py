@@ -8,7 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import fif.train.loop as loop
+import fif.train.components as components
+from fif.train.run import run_experiment
 from fif.config import compose
 from fif.errors import FifError
 from fif.methods import build_method
@@ -25,10 +26,10 @@ def _cpu(model: torch.nn.Module) -> State:
 def run_recorded(monkeypatch, tmp_path: Path, method: str, tasks: int, *overrides: str) -> dict:
     """Run the loop; record the weights each task starts from ("init") and ends with ("theta")."""
     record: dict = {"init": [], "theta": [], "eval": []}
-    real_build = loop.build_method
+    real_build = components.build_method
 
-    def build(cfg, model, device):
-        m = real_build(cfg, model, device)
+    def build(cfg, model, device, **context):
+        m = real_build(cfg, model, device, **context)
         begin, end = m.begin_task, m.end_task
 
         def begin_task(task):
@@ -44,10 +45,10 @@ def run_recorded(monkeypatch, tmp_path: Path, method: str, tasks: int, *override
         record["method"] = m
         return m
 
-    monkeypatch.setattr(loop, "build_method", build)
+    monkeypatch.setattr(components, "build_method", build)
     cfg = compose([f"log.folder={tmp_path}", f"log.name={method}", f"continual.method={method}",
                    f"experiment.task.num={tasks}", *SHORT, *overrides])
-    record["results"] = loop.run_experiment(cfg, echo=lambda *_: None).results
+    record["results"] = run_experiment(cfg, echo=lambda *_: None).results
     record["run_dir"] = tmp_path / method
     return record
 

@@ -18,7 +18,7 @@ from fif.data.samples.batches import Batch
 from fif.errors import FifError
 from fif.methods import TaskInfo, build_method
 from fif.models.backbone import build_backbone
-from fif.train.loop import run_experiment
+from fif.train.run import run_experiment
 
 CPU = torch.device("cpu")
 WORDS = ["red", "circle", "square", "blue", "green", "star", "photo", "small", "large", "stripes"]

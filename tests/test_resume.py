@@ -30,7 +30,7 @@ from fif.data.samples.pool import PoolStream
 from fif.errors import FifError
 from fif.train.checkpoint import (KILL_ENV, Checkpointer, CheckpointError, Position, list_checkpoints, load_latest,
                                   read_checkpoint, write_checkpoint)
-from fif.train.loop import run_experiment
+from fif.train.run import run_experiment
 from fif.train.resume import config_differences, without_timing
 from fif.train.rng import capture_rng, restore_rng
 

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import read_results, run_cli
 from fif.config import compose
-from fif.train.loop import run_experiment
+from fif.train.run import run_experiment
 
 SHORT = ["experiment.task.num=2", "experiment.task.n_samples=256", "log.progress=false"]
 

@@ -14,7 +14,7 @@ from fif.errors import FifError
 from fif.methods import build_method
 from fif.methods.selective import bias_parameters, layernorm_parameters
 from fif.models.backbone import build_backbone
-from fif.train.loop import run_experiment
+from fif.train.run import run_experiment
 
 SHORT = ["experiment.task.num=1", "experiment.task.n_samples=384", "log.progress=false", "log.checkpoint=true"]
 VARIANTS = {

@@ -167,7 +167,7 @@ def test_a_stream_needs_exactly_one_source(mini_root):
 
 
 def test_a_run_streams_dataset_incrementally_over_named_datasets(mini_root, tmp_path):
-    from fif.train.loop import run_experiment
+    from fif.train.run import run_experiment
 
     cfg = compose([f"log.folder={tmp_path}", "log.name=di", "log.progress=false", "experiment.dataset.sequence=null",
                    "experiment.dataset.name=[SWATCHES,GLYPHS]", "experiment.task.dataset_incremental=true",

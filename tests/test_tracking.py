@@ -17,7 +17,7 @@ from fif.tracking.build import redacted_config
 from fif.tracking.scalars import ScalarMapper
 from fif.tracking.tensorboard import TensorBoardTracker
 
-# The loop's event sequence for a 2-task run (field names as fif.train.loop logs them).
+# The loop's event sequence for a 2-task run (field names as fif.train.run logs them).
 EVENTS = [
     ("start", {"tasks": 2, "steps_per_task": 2, "gflops_per_sample": 0.25}),
     ("eval", {"task": 0, "A_KA": 13.5, "A_ZS": 81.25, "geometric_mean": 33.1, "per_dataset": {"d1": 10.0, "d2": 90.0}}),
@@ -189,7 +189,7 @@ def test_real_run_logs_the_same_numbers_as_results_json(tracked_runs):
 
 def test_wandb_key_never_reaches_the_run_folder(tmp_path, mini_root):
     from fif.config import compose
-    from fif.train.loop import run_experiment
+    from fif.train.run import run_experiment
 
     cfg = compose([f"log.folder={tmp_path}", "log.name=secret", "log.progress=false", "experiment.task.num=1",
                    "experiment.task.n_samples=128", "log.wandb_key=s3cr3t-k3y"])

@@ -13,7 +13,7 @@ from fif.data.format.fif_format import ADAPTATION, EVALUATION, read_split
 from fif.data.format.registry import resolve_registry
 from fif.data.format.validation import build_validation, carve, subset_split
 from fif.eval.subset import balanced_counts, balanced_subset, subset_size
-from fif.train.loop import run_experiment
+from fif.train.run import run_experiment
 
 SHORT = ["experiment.task.num=2", "experiment.task.n_samples=128", "log.progress=false",
          "experiment.dataset.data_mixture.update=1.0", "experiment.dataset.data_mixture.buffer=0.0",

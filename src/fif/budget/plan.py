@@ -16,44 +16,31 @@ from omegaconf import DictConfig, OmegaConf
 
 from fif.budget.maf import fullft_budget, maf, memory_ratio, steps_for_budget
 from fif.budget.memory import GB
-from fif.budget.profile import MEMORY_SOURCES, PRECISIONS, MethodProfile, profile_method
+from fif.budget.profile import MethodProfile, profile_method
 from fif.errors import FifError
+from fif.settings import BudgetSettings, TaskSettings
 
-UNITS = ("fullft_steps", "maf")
+__all__ = ["FULLFT_OVERRIDES", "BudgetPlan", "BudgetSettings", "budget_settings", "fullft_config",
+           "plan_from_profiles", "plan_task_budget", "resolve_memory", "resolve_precision", "steps_without_budget"]
+
 # Full finetuning, the yardstick of MAF: every parameter of both towers trains.
 FULLFT_OVERRIDES = ("continual.method=finetune", "experiment.backbone.freeze_features=false",
                     "experiment.backbone.freeze_head=false")
 
 
-@dataclass(frozen=True)
-class BudgetSettings:
-    unit: str | None
-    amount: float | None
-    charge_end_of_task: bool
-    precision: str  # auto | fp32 | bf16
-    memory: str  # auto | count | allocator
-
-
 def budget_settings(cfg: DictConfig) -> BudgetSettings:
-    """The validated ``experiment.task.budget`` block (absent: no budget)."""
-    block = cfg.experiment.task.get("budget") or {}
-    key = "experiment.task.budget"
-    unit, amount = block.get("unit"), block.get("amount")
-    if unit is not None and unit not in UNITS:
-        raise FifError(f"{key}.unit={unit!r} is not valid: expected null (n_samples sets the steps) or one of "
-                       f"{', '.join(UNITS)}")
-    if unit is not None and (isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount <= 0):
-        raise FifError(f"{key}.amount={amount!r} is not valid: {key}.unit={unit} needs a positive number "
-                       f"(e.g. 1420 full-finetuning steps per task)")
-    charge = block.get("charge_end_of_task", True)
-    if not isinstance(charge, bool):
-        raise FifError(f"{key}.charge_end_of_task={charge!r} is not valid: expected true or false")
-    precision, memory = str(block.get("precision", "auto")), str(block.get("memory", "auto"))
-    if precision not in ("auto", *PRECISIONS):
-        raise FifError(f"{key}.precision={precision!r} is not valid: expected auto, {', '.join(PRECISIONS)}")
-    if memory not in ("auto", *MEMORY_SOURCES):
-        raise FifError(f"{key}.memory={memory!r} is not valid: expected auto, {', '.join(MEMORY_SOURCES)}")
-    return BudgetSettings(unit, float(amount) if unit is not None else None, charge, precision, memory)
+    """The validated ``experiment.task.budget`` block (absent: no budget); see fif.settings.BudgetSettings."""
+    return BudgetSettings.from_config(cfg)
+
+
+def steps_without_budget(cfg: DictConfig) -> int | None:
+    """Steps per task when ``experiment.task.n_samples`` sets them (n_samples // batch_size, at least one);
+    None when ``experiment.task.budget`` decides them (plan_task_budget, once the model is built).
+
+    Reads no data and builds no model: a run calls it to fail on a bad task or budget block early.
+    """
+    task = TaskSettings.from_config(cfg)
+    return task.steps_from_samples if budget_settings(cfg).unit is None else None
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -142,14 +129,13 @@ def plan_task_budget(cfg: DictConfig, model: torch.nn.Module, device: torch.devi
 
     ``task_samples``: the largest task's training samples (caps a per-sample end-of-task pass).
     """
-    settings = budget_settings(cfg)
+    settings, task = budget_settings(cfg), TaskSettings.from_config(cfg)
     precision = resolve_precision(settings.precision, device)
-    batch_size = int(cfg.experiment.task.batch_size)
     if settings.unit is None:
+        steps = task.steps_from_samples
         profile = profile_method(cfg, model, precision=precision)
-        steps = int(cfg.experiment.task.n_samples) // batch_size
-        return BudgetPlan(profile.method, batch_size, steps, int(cfg.experiment.task.n_samples),
-                          profile.gflops_per_sample, precision=precision)
+        return BudgetPlan(profile.method, task.batch_size, steps, task.n_samples, profile.gflops_per_sample,
+                          precision=precision)
     memory = resolve_memory(settings.memory, device)
     method = profile_method(cfg, model, precision=precision, memory=memory, device=device)
     fullft = profile_method(fullft_config(cfg), model, precision=precision, memory=memory, device=device)

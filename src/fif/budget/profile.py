@@ -32,8 +32,7 @@ from fif.budget.memory import MemoryBreakdown, SavedTensorMeter, cuda_peak_bytes
 from fif.data.samples.batches import Batch
 from fif.errors import FifError
 from fif.methods import TaskInfo, build_method
-from fif.methods.base import ContinualMethod
-from fif.methods.merging import MergingMethod
+from fif.methods.base import ContinualMethod, GradientMethod
 
 PRECISIONS = ("fp32", "bf16")
 MEMORY_SOURCES = ("count", "allocator")
@@ -78,14 +77,6 @@ def autocast(precision: str) -> contextlib.AbstractContextManager:
     return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
 
 
-def _training_loss(method: ContinualMethod, images: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
-    """The loss ``GradientMethod.observe`` backpropagates: contrastive loss + the method's extra term."""
-    image_features, text_features, logit_scale = method.model(images, texts)[:3]
-    loss = method.loss_fn(image_features, text_features, logit_scale)
-    extra = method.extra_loss()
-    return loss + extra if extra is not None else loss
-
-
 class _OneBatch:
     """``TaskInfo.sample_batches`` for profiling: records what the method asks for, yields one batch."""
 
@@ -101,10 +92,10 @@ class _OneBatch:
 def _finish_first_task(method: ContinualMethod, batches: _OneBatch, precision: str) -> int:
     """Begin and end task 0 (steady state: EWC's Fisher, SI's importance); the FLOPs of end_task.
 
-    Merging methods are skipped: their end_task only merges weights (elementwise, on host copies,
-    no matmul FLOPs) and writes task checkpoints, which fake tensors cannot hold.
+    A method whose end_task is not counted (``profiles_end_of_task`` false: merging, which only
+    merges host copies and writes task checkpoints) is not ended: 0.
     """
-    if isinstance(method, MergingMethod):
+    if not method.profiles_end_of_task:
         return 0
     first = TaskInfo(0, 2, 1, sample_batches=batches)
     method.begin_task(first)
@@ -113,7 +104,7 @@ def _finish_first_task(method: ContinualMethod, batches: _OneBatch, precision: s
     return counter.get_total_flops()
 
 
-def _count(method: ContinualMethod, images: torch.Tensor, texts: torch.Tensor,
+def _count(method: GradientMethod, images: torch.Tensor, texts: torch.Tensor,
            precision: str) -> tuple[int, int, MemoryBreakdown]:
     """Forward and backward FLOPs of one step and its counted memory."""
     model = method.model
@@ -121,7 +112,7 @@ def _count(method: ContinualMethod, images: torch.Tensor, texts: torch.Tensor,
     weights, gradients, optimizer = static_bytes(model)
     meter = SavedTensorMeter(exclude=[*model.parameters(), *model.buffers(), images, texts])
     with meter, autocast(precision), flop_counter() as forward:
-        total = _training_loss(method, images, texts)
+        total = method.training_losses(images, texts).total  # what observe backpropagates
     with flop_counter() as backward:
         if total.requires_grad:
             total.backward()
@@ -147,7 +138,7 @@ def _allocator_memory(cfg: DictConfig, model: nn.Module, batch_size: int, device
         method = build_method(cfg, real, device)
         images, texts = input_batch(real, batch_size, device)
         batches = _OneBatch(images, texts)
-        if not isinstance(method, MergingMethod):
+        if method.profiles_end_of_task:
             method.begin_task(TaskInfo(0, 2, 2, sample_batches=batches))
             method.observe(batches.batch)
             method.end_task(TaskInfo(0, 2, 2, sample_batches=batches))

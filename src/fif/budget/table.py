@@ -1,14 +1,14 @@
 """The cost table of every method on one backbone: GFLOPs, peak memory, MAF, steps per budget.
 
 Each row is a method with a few config overrides on top of the user's, built and profiled as
-``fif run`` would build it (fif.budget.profile). Full finetuning is always profiled: it is the
-MAF yardstick.
+``fif run`` would build it (fif.budget.profile). The rows follow the method registry
+(fif.methods.METHODS). Full finetuning is always profiled: it is the MAF yardstick.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -19,36 +19,31 @@ from fif.budget.memory import GB
 from fif.budget.plan import FULLFT_OVERRIDES
 from fif.budget.profile import MethodProfile, profile_method
 from fif.errors import FifError
+from fif.methods import METHODS, ContinualMethod
 
-# The reference's LoRA/DoRA/VeRA compute (ExplainableML/fomo_in_flux continual_lib/lora.py): the
-# adapted weight is formed every step (merged formulation) on the attention's q, k, v and on
-# mlp.c_proj only (its filter on module names skips every name containing "fc", so mlp.c_fc).
-REFERENCE_ADAPTER = ("formulation=merged", "attention=[q,k,v]", "mlp=[c_proj]")
-
-
-def _reference_form(method: str) -> list[str]:
-    return [f"continual.method={method}", *(f"continual.{method}.{o}" for o in REFERENCE_ADAPTER)]
-
-
-ROWS: dict[str, list[str]] = {
-    "finetune": list(FULLFT_OVERRIDES),
+# Rows that are no method of their own: full finetuning with one tower locked (after finetune).
+LOCKED_TOWER_ROWS: dict[str, list[str]] = {
     "locked-image": ["continual.method=finetune", "experiment.backbone.freeze_features=true"],
     "locked-text": ["continual.method=finetune", "experiment.backbone.freeze_head=true"],
-    "lora": ["continual.method=lora"],
-    "lora-ref": _reference_form("lora"),
-    "dora": ["continual.method=dora"],
-    "dora-ref": _reference_form("dora"),
-    "vera": ["continual.method=vera"],
-    "vera-ref": _reference_form("vera"),
-    "bitfit": ["continual.method=bitfit"],
-    "lnfit": ["continual.method=lnfit"],
-    "ewc": ["continual.method=ewc"],
-    "si": ["continual.method=si"],
-    "ema_paint": ["continual.method=ema_paint"],
-    "ft_paint": ["continual.method=ft_paint"],
-    "zs_paint": ["continual.method=zs_paint"],
-    "offline_merge": ["continual.method=offline_merge"],
 }
+
+
+def default_rows(methods: Mapping[str, type[ContinualMethod]] = METHODS) -> dict[str, list[str]]:
+    """The rows of ``--methods all``, in registry order: full finetuning (the yardstick) and its
+    locked-tower forms first, then every method with a cost row, each followed by its
+    reference form (``NAME-ref``) where the method declares one."""
+    rows = {"finetune": list(FULLFT_OVERRIDES), **LOCKED_TOWER_ROWS}
+    for name, cls in methods.items():
+        if name in rows or not cls.cost_table_row:
+            continue
+        rows[name] = [f"continual.method={name}"]
+        if cls.reference_overrides:  # the reference's compute of the method, e.g. lora-ref
+            rows[f"{name}-ref"] = [f"continual.method={name}",
+                                   *(f"continual.{name}.{o}" for o in cls.reference_overrides)]
+    return rows
+
+
+ROWS: dict[str, list[str]] = default_rows()
 
 
 @dataclass(frozen=True)

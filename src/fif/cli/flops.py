@@ -21,6 +21,8 @@ def _model_name(args: argparse.Namespace, cfg) -> str:
 
 
 def cmd_flops(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     import torch
 
     from fif.budget.archs import meta_model
@@ -28,15 +30,16 @@ def cmd_flops(args: argparse.Namespace) -> int:
     from fif.budget.table import format_table, method_table, parse_rows
     from fif.config import compose
     from fif.errors import FifError
-    from fif.train.loop import resolve_device
+    from fif.runtime.device import resolve_device
+    from fif.settings import TaskSettings
     from fif.utils.io import atomic_write_json
 
     cfg = compose(args.overrides)
-    settings = budget_settings(cfg)
+    settings, task = budget_settings(cfg), TaskSettings.from_config(cfg)
     device = resolve_device(args.device or str(cfg.device))
     precision = resolve_precision(args.precision or settings.precision, device)
     memory = resolve_memory(args.memory or settings.memory, device)
-    batch_size = int(args.batch_size or cfg.experiment.task.batch_size)
+    batch_size = int(args.batch_size or task.batch_size)
     if batch_size < 2:
         raise FifError(f"--batch-size {batch_size} is too small for a contrastive step (at least 2)")
     if args.fullft_steps is not None:
@@ -44,7 +47,7 @@ def cmd_flops(args: argparse.Namespace) -> int:
     elif settings.unit == "fullft_steps":
         fullft_steps = float(settings.amount)
     else:
-        fullft_steps = float(int(cfg.experiment.task.n_samples) // batch_size)
+        fullft_steps = float(replace(task, batch_size=batch_size).steps_from_samples)
     if fullft_steps <= 0:
         raise FifError(f"--fullft-steps {fullft_steps:g} must be positive")
     rows = parse_rows(args.methods, args.row or [])
@@ -85,9 +88,11 @@ def add_parser(subparsers) -> None:
                                       "an open_clip one (ViT-B-32, ViT-g-14, convnext_base); default: the "
                                       "configured experiment.backbone")
     flops.add_argument("--methods", default="all",
-                       help="comma-separated rows, or all (default): finetune, locked-image, locked-text, lora, "
-                            "lora-ref, dora, dora-ref, vera, vera-ref, bitfit, lnfit, ewc, si, ema_paint, ft_paint, "
-                            "zs_paint, offline_merge (-ref: the reference's adapter compute)")
+                       help="comma-separated rows, or all (default): each registered method by its "
+                            "continual.method name (merge_grid's cells are the named merging methods), "
+                            "locked-image and locked-text (finetune with one tower locked) "
+                            "and NAME-ref for each adapter method (the reference's adapter compute, e.g. lora-ref); "
+                            "an unknown name lists every row")
     flops.add_argument("--row", action="append", metavar="LABEL=KEY=VALUE,...",
                        help="an extra row, e.g. 'lora r64=continual.method=lora,continual.lora.rank=64' (repeatable)")
     flops.add_argument("--batch-size", type=int, help="samples per step (default: experiment.task.batch_size)")

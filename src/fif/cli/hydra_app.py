@@ -38,7 +38,8 @@ def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from fif.train.loop import run_experiment
+    from fif.results import RunResults
+    from fif.train.run import run_experiment
 
     hydra_cfg = HydraConfig.get()
     overrides = list(hydra_cfg.overrides.task)
@@ -52,7 +53,7 @@ def main(cfg: DictConfig) -> float:
             cfg.log.name = job_name(hydra_cfg.job.num, overrides)
     OmegaConf.set_readonly(cfg, False)
     output = run_experiment(cfg)
-    return float(output.results["final"]["geometric_mean"])
+    return float(RunResults(output.results).point("final")["geometric_mean"])
 
 
 def entry() -> None:

@@ -30,12 +30,15 @@ def _results_table(results: dict) -> str:
     from rich.console import Console
     from rich.table import Table
 
+    from fif.results import POINTS, RunResults
+
     table = Table(title="FoMo-in-Flux results (percent)")
     table.add_column("point")
     for column in ("A_KA", "A_ZS", "GM"):
         table.add_column(column, justify="right")
-    for label, key in (("zero-shot", "zero_shot"), ("final", "final"), ("averaged over tasks", "averaged")):
-        row = results[key]
+    view = RunResults(results)
+    for label, key in zip(("zero-shot", "final", "averaged over tasks"), POINTS):
+        row = view.point(key)
         table.add_row(label, f"{row['A_KA']:.2f}", f"{row['A_ZS']:.2f}", f"{row['geometric_mean']:.2f}")
     console = Console(file=sys.stdout, width=100)
     with console.capture() as capture:
@@ -56,7 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.cfg:
         print(OmegaConf.to_yaml(cfg, resolve=True), end="")
         return 0
-    from fif.train.loop import run_experiment
+    from fif.train.run import run_experiment
 
     output = run_experiment(cfg)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 reports

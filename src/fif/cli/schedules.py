@@ -74,15 +74,16 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from fif.config import compose
     from fif.errors import FifError
     from fif.optim.schedules import Schedule
+    from fif.settings import TaskSettings
 
     overrides = list(args.overrides)
     if args.all and any(o.startswith(SCHEDULER_KEYS) for o in overrides):
         raise FifError("--all draws every schedule; drop the experiment.scheduler.name/meta/recovery_mode/wsd."
                        "task_cooldown overrides (or drop --all to draw the configured one)")
     base = compose(overrides)  # validates every override once, with one-line errors
-    task = base.experiment.task
-    steps = args.steps if args.steps is not None else int(task.n_samples) // max(int(task.batch_size), 1)
-    num_tasks = int(task.num)
+    task = TaskSettings.from_config(base)
+    steps = args.steps if args.steps is not None else task.steps_from_samples
+    num_tasks = task.num
     if steps < 1 or num_tasks < 1:
         raise FifError(f"steps per task = {steps} (--steps, or experiment.task.n_samples // batch_size) and "
                        f"experiment.task.num={num_tasks} must both be at least 1")

@@ -31,9 +31,3 @@ def summarize(scores: Mapping[str, DatasetScore], specs: Sequence[DatasetSpec]) 
         "per_dataset": {name: s.score for name, s in scores.items()},
         "details": {name: s.details for name, s in scores.items()},
     }
-
-
-def average_over_tasks(tasks: Sequence[dict]) -> dict:
-    """Mean of each headline metric over the evaluated tasks."""
-    keys = ("A_KA", "A_ZS", "geometric_mean")
-    return {k: fmean(t[k] for t in tasks) for k in keys} if tasks else {k: float("nan") for k in keys}

@@ -17,7 +17,7 @@ from fif.data.format.validation import FALLBACKS, ValidationPlan, build_validati
 from fif.errors import FifError
 from fif.eval.subset import EvalSubsets, eval_subsets
 from fif.eval.subset import check_fraction as check_subset
-from fif.optim.schedules import schedule_from_config
+from fif.settings import SchedulerSettings
 
 
 class EvalProtocol:
@@ -40,7 +40,7 @@ class EvalProtocol:
     @staticmethod
     def check(cfg: DictConfig) -> None:
         """Fail on a bad scheduler, validation or subset key before any data is read."""
-        schedule_from_config(cfg)
+        SchedulerSettings.from_config(cfg)
         check_subset(cfg.evaluation.get("validate_on_subset"))
         ds = cfg.experiment.dataset
         if ds.get("validation_mode"):

@@ -6,7 +6,6 @@ accuracy with the dataset's primer prompt; retrieval scores are recall@5 (recall
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from fif.data.format.fif_format import DatasetSpec, Split, read_split
 from fif.errors import CorruptSampleError
 from fif.eval.retrieval import recall_at_k
 from fif.eval.zero_shot import class_embeddings, top1_accuracy
+from fif.runtime.device import autocast_for
 from fif.runtime.distributed import SINGLE, DistContext, gather_rows, shard
 
 
@@ -61,12 +61,6 @@ class DatasetScore:
     details: dict[str, float]
 
 
-def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
-    """bfloat16 autocast on CUDA (the reference trains with AMP); exact fp32 on the CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
 
 class EvalSuite:
     """Test splits of the given datasets, loaded once and scored for any model state."""
@@ -74,12 +68,13 @@ class EvalSuite:
     def __init__(self, root: str | Path, specs: Sequence[DatasetSpec], transform: Callable,
                  info_dir: str | Path | None = None, preload: bool = True, batch_size: int = 256,
                  num_workers: int = 0, templates: Sequence[str] | None = None, skip_corrupt: bool = False,
-                 tar: bool = False, resized: bool = False, splits: Mapping[str, Split] | None = None) -> None:
+                 tar: bool = False, resized: bool = False, splits: Mapping[str, Split] | None = None,
+                 dist: DistContext = SINGLE) -> None:
         """``splits``: per dataset name, a split scored instead of its test split (validation mode)."""
         self.transform, self.batch_size, self.num_workers = transform, batch_size, num_workers
         self.templates, self.skip_corrupt = templates, skip_corrupt
         self.skipped: Counter[str] = Counter()  # corrupt test files left out (counted once per file)
-        self.dist: DistContext = SINGLE  # under torchrun: each rank encodes its shard, features are gathered
+        self.dist = dist  # under torchrun: each rank encodes its shard, features are gathered
         self.sets: list[EvalSet] = []
         self._subset_cache: dict[str, tuple[tuple[int, ...], EvalSet]] = {}  # name -> (indices, restricted set)
         for spec in specs:

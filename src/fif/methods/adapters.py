@@ -19,6 +19,7 @@ from fif.errors import FifError
 from fif.methods.adapter_layers import (ATTENTION_TARGETS, FORMULATIONS, DoRA, LoRA, VeRA, VeraProjections,
                                         AdaptedAttention, AdaptedLinear, Delta, merge_, merged_copy, reset_)
 from fif.methods.base import GradientMethod, TaskInfo
+from fif.methods.context import MethodContext
 
 TOWERS = {"both": ("vision", "text"), "vision": ("vision",), "text": ("text",)}
 MLP_LAYERS = ("c_fc", "c_proj")
@@ -44,61 +45,93 @@ class AdapterSpec:
     @classmethod
     def from_config(cls, kind: str, cfg: DictConfig) -> AdapterSpec:
         key = f"continual.{kind}"
-
-        def bad(name: str, expected: str) -> FifError:
-            return FifError(f"{key}.{name}={cfg.get(name)!r} is not valid: expected {expected}")
-
-        def number(name: str) -> float:
-            value = cfg.get(name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise bad(name, "a number")
-            return float(value)
-
-        def flag(name: str) -> bool:
-            if not isinstance(cfg.get(name), bool):
-                raise bad(name, "true or false")
-            return cfg.get(name)
-
-        rank = cfg.get("rank")
-        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-            raise bad("rank", "an integer >= 1")
-        scale, dropout = number("scale"), number("dropout")
-        if not 0.0 <= dropout < 1.0:
-            raise bad("dropout", "a number in [0, 1)")
-        towers = str(cfg.get("towers"))
-        if towers not in TOWERS:
-            raise bad("towers", f"one of {', '.join(TOWERS)}")
-        attention = cfg.get("attention")
-        attention = list(attention) if isinstance(attention, (list, ListConfig)) else None
-        if attention is None or not set(attention) <= set(ATTENTION_TARGETS) or len(set(attention)) != len(attention):
-            raise bad("attention", f"a list of distinct targets out of {list(ATTENTION_TARGETS)}, e.g. [k, v]")
-        mlp_value = cfg.get("mlp")
-        if isinstance(mlp_value, bool):
-            mlp = MLP_LAYERS if mlp_value else ()
-        elif (isinstance(mlp_value, (list, ListConfig)) and set(mlp_value) <= set(MLP_LAYERS)
-              and len(set(mlp_value)) == len(mlp_value)):
-            mlp = tuple(name for name in MLP_LAYERS if name in mlp_value)
-        else:
-            raise bad("mlp", f"true, false or a list of distinct layers out of {list(MLP_LAYERS)}, e.g. [c_proj]")
+        read = _OptionReader(cfg, key)
+        rank = read.rank()
+        scale, dropout = read.number("scale"), read.dropout()
+        towers = read.towers()
+        attention, mlp = read.attention(), read.mlp()
         if not attention and not mlp:
             raise FifError(f"{key}.attention=[] and {key}.mlp=false adapt nothing: enable at least one target")
-        blocks = cfg.get("blocks")
-        blocks = list(blocks) if isinstance(blocks, ListConfig) else blocks
-        block_indices(blocks, None, key)  # syntax now; ranges per tower at install
-        seed, d_initial = 0, 0.1
-        if kind == "vera":
-            seed, d_initial = int(number("projection_seed")), number("d_initial")
-            if d_initial == 0.0:
-                raise bad("d_initial", "a non-zero number (with d = 0 and b = 0 VeRA gets no gradient)")
-        formulation = str(cfg.get("formulation", "input"))
-        if formulation not in FORMULATIONS:
-            raise bad("formulation", f"one of {', '.join(FORMULATIONS)}")
-        if formulation == "merged" and dropout > 0:
-            raise FifError(f"{key}.formulation=merged forms one adapted weight, so it cannot drop out the adapter's "
-                           f"input alone: set {key}.dropout=0 or {key}.formulation=input")
-        return cls(kind, rank, scale, dropout, TOWERS[towers], blocks,
-                   tuple(t for t in ATTENTION_TARGETS if t in attention), mlp, flag("merge_at_task_end"),
+        blocks = read.blocks()
+        seed, d_initial = read.vera() if kind == "vera" else (0, 0.1)
+        formulation = read.formulation(dropout)
+        return cls(kind, rank, scale, dropout, towers, blocks, attention, mlp, read.flag("merge_at_task_end"),
                    seed, d_initial, formulation)
+
+
+class _OptionReader:
+    """Reads and checks the ``continual.<kind>.*`` adapter options; a bad value is a one-line error naming the key."""
+
+    def __init__(self, cfg: DictConfig, key: str) -> None:
+        self.cfg, self.key = cfg, key
+
+    def bad(self, name: str, expected: str) -> FifError:
+        return FifError(f"{self.key}.{name}={self.cfg.get(name)!r} is not valid: expected {expected}")
+
+    def number(self, name: str) -> float:
+        value = self.cfg.get(name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.bad(name, "a number")
+        return float(value)
+
+    def flag(self, name: str) -> bool:
+        if not isinstance(self.cfg.get(name), bool):
+            raise self.bad(name, "true or false")
+        return self.cfg.get(name)
+
+    def rank(self) -> int:
+        rank = self.cfg.get("rank")
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            raise self.bad("rank", "an integer >= 1")
+        return rank
+
+    def dropout(self) -> float:
+        dropout = self.number("dropout")
+        if not 0.0 <= dropout < 1.0:
+            raise self.bad("dropout", "a number in [0, 1)")
+        return dropout
+
+    def towers(self) -> tuple[str, ...]:
+        towers = str(self.cfg.get("towers"))
+        if towers not in TOWERS:
+            raise self.bad("towers", f"one of {', '.join(TOWERS)}")
+        return TOWERS[towers]
+
+    def attention(self) -> tuple[str, ...]:
+        attention = self.cfg.get("attention")
+        attention = list(attention) if isinstance(attention, (list, ListConfig)) else None
+        if attention is None or not set(attention) <= set(ATTENTION_TARGETS) or len(set(attention)) != len(attention):
+            raise self.bad("attention", f"a list of distinct targets out of {list(ATTENTION_TARGETS)}, e.g. [k, v]")
+        return tuple(t for t in ATTENTION_TARGETS if t in attention)
+
+    def mlp(self) -> tuple[str, ...]:
+        value = self.cfg.get("mlp")
+        if isinstance(value, bool):
+            return MLP_LAYERS if value else ()
+        if isinstance(value, (list, ListConfig)) and set(value) <= set(MLP_LAYERS) and len(set(value)) == len(value):
+            return tuple(name for name in MLP_LAYERS if name in value)
+        raise self.bad("mlp", f"true, false or a list of distinct layers out of {list(MLP_LAYERS)}, e.g. [c_proj]")
+
+    def blocks(self) -> Any:
+        blocks = self.cfg.get("blocks")
+        blocks = list(blocks) if isinstance(blocks, ListConfig) else blocks
+        block_indices(blocks, None, self.key)  # syntax now; ranges per tower at install
+        return blocks
+
+    def vera(self) -> tuple[int, float]:
+        seed, d_initial = int(self.number("projection_seed")), self.number("d_initial")
+        if d_initial == 0.0:
+            raise self.bad("d_initial", "a non-zero number (with d = 0 and b = 0 VeRA gets no gradient)")
+        return seed, d_initial
+
+    def formulation(self, dropout: float) -> str:
+        formulation = str(self.cfg.get("formulation", "input"))
+        if formulation not in FORMULATIONS:
+            raise self.bad("formulation", f"one of {', '.join(FORMULATIONS)}")
+        if formulation == "merged" and dropout > 0:
+            raise FifError(f"{self.key}.formulation=merged forms one adapted weight, so it cannot drop out the "
+                           f"adapter's input alone: set {self.key}.dropout=0 or {self.key}.formulation=input")
+        return formulation
 
 
 def block_indices(blocks: Any, depth: int | None, key: str) -> list[int]:
@@ -194,23 +227,34 @@ def install_adapters(model: nn.Module, spec: AdapterSpec) -> list[AdaptedAttenti
     return wrappers
 
 
+# The reference's LoRA/DoRA/VeRA compute (ExplainableML/fomo_in_flux continual_lib/lora.py): the
+# adapted weight is formed every step (merged formulation) on the attention's q, k, v and on
+# mlp.c_proj only (its filter on module names skips every name containing "fc", so mlp.c_fc).
+REFERENCE_ADAPTER = ("formulation=merged", "attention=[q,k,v]", "mlp=[c_proj]")
+
+
 class AdapterMethod(GradientMethod):
     """Contrastive training of adapters only; the base weights stay frozen (or absorb merged adapters)."""
 
     name = "adapter"
+    reference_overrides = REFERENCE_ADAPTER
 
-    def __init__(self, model: torch.nn.Module, cfg: DictConfig, method_cfg: DictConfig, device: torch.device) -> None:
-        spec = AdapterSpec.from_config(self.name, method_cfg)
+    def __init__(self, model: torch.nn.Module, options: DictConfig, context: MethodContext) -> None:
+        super().__init__(model, options, context)
+        spec = AdapterSpec.from_config(self.name, options)
         # A tower locked by experiment.backbone.freeze_features / freeze_head gets no adapters (the reference).
-        locked = {"vision": bool(cfg.experiment.backbone.get("freeze_features", False)),
-                  "text": bool(cfg.experiment.backbone.get("freeze_head", False))}
+        locked = {"vision": context.lock_image, "text": context.lock_text}
         towers = tuple(t for t in spec.towers if not locked[t])
         if not towers:
             raise FifError(f"continual.{self.name}.towers={'both' if len(spec.towers) == 2 else spec.towers[0]} "
                            f"but experiment.backbone.freeze_* lock those towers: nothing to adapt")
         self.spec = replace(spec, towers=towers)
-        self.adapted = install_adapters(model, self.spec)  # before GradientMethod freezes all but these
-        super().__init__(model, cfg, method_cfg, device)
+        self.adapted: list[AdaptedAttention | AdaptedLinear] = []
+
+    def setup(self) -> None:
+        """Install the adapters (the model changes here), then train only them."""
+        self.adapted = install_adapters(self.model, self.spec)
+        super().setup()
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for module in self.adapted for delta in module.adapters().values() for p in delta.parameters()]

@@ -3,11 +3,15 @@
 The loop never knows which method runs; a method never touches the data loader. A method owns
 its model, optimizer and learning-rate schedule, and everything it needs for an exact resume is
 in its ``state_dict``.
+
+A method is built in two steps (``fif.methods.build_method``): the constructor takes the model,
+the method's own ``continual.<name>`` block and the run's ``MethodContext`` and only reads and
+checks them; ``setup()`` then prepares the model for training (installs adapters, fixes what
+trains), once the object is complete.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -17,10 +21,12 @@ import torch
 from omegaconf import DictConfig
 
 from fif.data.samples.batches import Batch
-from fif.eval.suite import autocast_for
+from fif.methods.context import MethodContext
 from fif.methods.towers import freeze_towers
-from fif.runtime.distributed import SINGLE, DistContext
-from fif.optim.schedules import Schedule
+from fif.optim.adamw import build_adamw
+from fif.optim.step import Losses, contrastive_step, step_losses
+from fif.runtime.device import autocast_for
+from fif.runtime.distributed import DistContext
 
 
 @dataclass(frozen=True)
@@ -36,13 +42,35 @@ class ContinualMethod:
     """Base class; subclasses override ``trainable_parameters`` and the hooks they need."""
 
     name = "base"
+    # The budget profiler runs a first task's end_task (the steady state; its FLOPs are charged
+    # once per task, e.g. EWC's Fisher pass). False for an end_task that does no counted compute
+    # and cannot run on fake tensors (merging: host copies and task checkpoints on disk).
+    profiles_end_of_task = True
+    cost_table_row = True  # a row of `fif flops --methods all`
+    # Overrides of continual.<name>.* that give the reference's compute of this method (a NAME-ref
+    # row of `fif flops`), where it differs from ours.
+    reference_overrides: tuple[str, ...] = ()
 
-    def __init__(self, model: torch.nn.Module, cfg: DictConfig, method_cfg: DictConfig, device: torch.device) -> None:
-        self.model, self.cfg, self.method_cfg, self.device = model, cfg, method_cfg, device
+    def __init__(self, model: torch.nn.Module, options: DictConfig, context: MethodContext) -> None:
+        self.model, self.options, self.context = model, options, context
         self.task: TaskInfo | None = None
         self.step_in_task = 0
-        self.work_dir: Path | None = None  # a folder for the method's own files (the loop sets <run>/method)
-        self.dist: DistContext = SINGLE  # the loop sets it under torchrun
+
+    @property
+    def device(self) -> torch.device:
+        return self.context.device
+
+    @property
+    def dist(self) -> DistContext:
+        return self.context.dist
+
+    @property
+    def work_dir(self) -> Path | None:
+        """A folder for the method's own files (task checkpoints); a run gives ``<run>/method``."""
+        return self.context.work_dir
+
+    def setup(self) -> None:
+        """Prepare the model for training (after construction, before the first task)."""
 
     # ---------------------------------------------------------------- API
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
@@ -77,28 +105,28 @@ class GradientMethod(ContinualMethod):
 
     The optimizer restarts at every task; the learning rate follows ``experiment.scheduler``
     (default: warmup + cosine re-started every task, as the reference; meta-schedules in
-    fif.optim.schedules); subclasses add loss terms through ``extra_loss``.
+    fif.optim.schedules); subclasses add loss terms through ``extra_loss``. The step itself is
+    fif.optim.step's.
     """
 
-    def __init__(self, model: torch.nn.Module, cfg: DictConfig, method_cfg: DictConfig, device: torch.device) -> None:
-        super().__init__(model, cfg, method_cfg, device)
+    def __init__(self, model: torch.nn.Module, options: DictConfig, context: MethodContext) -> None:
+        super().__init__(model, options, context)
         self.loss_fn = open_clip.ClipLoss()
         self.optimizer: torch.optim.Optimizer | None = None
         self._forward_model, self._train_loss = self.model, self.loss_fn  # DDP-wrapped per task under torchrun
+
+    def setup(self) -> None:
+        """Only ``trainable_parameters()`` train, less a tower locked by experiment.backbone.freeze_*."""
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
         for parameter in self.trainable_parameters():
             parameter.requires_grad_(True)
-        freeze_towers(self.model, cfg)  # locked-image / locked-text (experiment.backbone.freeze_*)
+        freeze_towers(self.model, self.context.lock_image, self.context.lock_text, self.name)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        opt = self.cfg.experiment.optimizer
+        settings = self.context.optimizer
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        # No weight decay on gains, biases, embeddings and the logit scale (open_clip's rule).
-        no_decay = lambda n, p: p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n  # noqa: E731
-        groups = [{"params": [p for n, p in named if not no_decay(n, p)], "weight_decay": float(opt.weight_decay)},
-                  {"params": [p for n, p in named if no_decay(n, p)], "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=float(opt.lr), betas=(0.9, 0.98), eps=1e-6)
+        return build_adamw(named, settings.lr, settings.weight_decay)
 
     def begin_task(self, task: TaskInfo) -> None:
         super().begin_task(task)
@@ -122,9 +150,7 @@ class GradientMethod(ContinualMethod):
     def current_lr(self) -> float:
         """A pure function of (task, step, steps per task, tasks, config): a resumed run gets the same value."""
         assert self.task is not None
-        if not hasattr(self, "_schedule"):
-            self._schedule = Schedule.from_config(self.cfg)
-        return self._schedule(self.task.index, self.step_in_task, self.task.steps, self.task.num_tasks)
+        return self.context.schedule(self.task.index, self.step_in_task, self.task.steps, self.task.num_tasks)
 
     def extra_loss(self) -> torch.Tensor | None:
         return None
@@ -132,31 +158,27 @@ class GradientMethod(ContinualMethod):
     def after_backward(self) -> None:
         """Called with the total loss's gradients in ``p.grad``, before clipping and the step (SI reads them)."""
 
+    def training_losses(self, images: torch.Tensor, texts: torch.Tensor) -> Losses:
+        """The forward of a training step (no autocast of its own): contrastive loss + ``extra_loss()``."""
+        return step_losses(self._forward_model, self._train_loss, images, texts, self.extra_loss)
+
     def observe(self, batch: Batch) -> dict[str, float]:
         assert self.optimizer is not None, "begin_task() must come before observe()"
         lr = self.current_lr()
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
         batch = batch.to(self.device)
-        with autocast_for(self.device):
-            image_features, text_features, logit_scale = self._forward_model(batch.images, batch.texts)[:3]
-            loss = self._train_loss(image_features, text_features, logit_scale)
-            extra = self.extra_loss()
-            total = loss + extra if extra is not None else loss
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        self.after_backward()
-        clip = self.cfg.experiment.optimizer.clip_grad_norm
-        if clip:
-            torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), float(clip))
-        self.optimizer.step()
-        with torch.no_grad():  # open_clip keeps the temperature at most 100
-            if hasattr(self.model, "logit_scale"):
-                self.model.logit_scale.clamp_(0, math.log(100))
+
+        def forward() -> Losses:
+            with autocast_for(self.device):
+                return self.training_losses(batch.images, batch.texts)
+
+        losses = contrastive_step(self.optimizer, lr, forward, model=self.model,
+                                  parameters=self.trainable_parameters(),
+                                  clip_grad_norm=self.context.optimizer.clip_grad_norm,
+                                  after_backward=self.after_backward)
         self.step_in_task += 1
-        stats = {"loss": self._global_mean(loss.detach()), "lr": lr}
-        if extra is not None:
-            stats["extra_loss"] = float(extra.detach())
+        stats = {"loss": self._global_mean(losses.loss.detach()), "lr": lr}
+        if losses.extra is not None:
+            stats["extra_loss"] = float(losses.extra.detach())
         return stats
 
     def _global_mean(self, value: torch.Tensor) -> float:

@@ -38,6 +38,7 @@ from omegaconf import DictConfig
 
 from fif.errors import FifError
 from fif.methods.base import GradientMethod, TaskInfo
+from fif.methods.context import MethodContext
 from fif.methods.merge_ops import MergeRule, is_head_key, scheme_weights
 from fif.methods.merge_stream import SourceLike, merge_states, save_state
 
@@ -57,15 +58,18 @@ class MergingMethod(GradientMethod):
     name = "merging"
     init_mode = "latest"
     eval_mode = "latest"
+    # end_task merges host copies elementwise (no matmul FLOPs) and writes task checkpoints, which
+    # the profiler's fake tensors cannot hold: the budget profiles training steps only.
+    profiles_end_of_task = False
 
-    def __init__(self, model: torch.nn.Module, cfg: DictConfig, method_cfg: DictConfig, device: torch.device) -> None:
-        super().__init__(model, cfg, method_cfg, device)
+    def __init__(self, model: torch.nn.Module, options: DictConfig, context: MethodContext) -> None:
+        super().__init__(model, options, context)
         where = f"continual.{self.name}"
-        self.split = str(method_cfg.get("split", "projections"))
+        self.split = str(options.get("split", "projections"))
         if self.split not in SPLITS:
             raise FifError(f"{where}.split={self.split!r} is not valid: expected one of {', '.join(SPLITS)}")
-        self.include_zero_shot = bool(method_cfg.get("include_zero_shot", False))
-        self.rules = {part: MergeRule.from_config(method_cfg.get(f"{part}_merge"), f"{where}.{part}_merge")
+        self.include_zero_shot = bool(options.get("include_zero_shot", False))
+        self.rules = {part: MergeRule.from_config(options.get(f"{part}_merge"), f"{where}.{part}_merge")
                       for part in ("backbone", "head")}
         self._check_modes(where)
         self.theta0: State = _cpu_copy(model)
@@ -112,7 +116,7 @@ class MergingMethod(GradientMethod):
     def _work_dir(self) -> Path:
         if self.work_dir is None:
             raise FifError(f"continual.method={self.name} keeps task checkpoints on disk and needs a work folder "
-                           f"(method.work_dir, set by the run loop)")
+                           f"(build_method(..., work_dir=...); a run gives <run>/method)")
         return Path(self.work_dir)
 
     # ------------------------------------------------------------ API
@@ -218,16 +222,17 @@ class MergeGrid(MergingMethod):
     """Any train-init x eval cell: ``continual.merge_grid.init`` and ``.eval``."""
 
     name = "merge_grid"
+    cost_table_row = False  # its cells cost what the named merging methods cost
 
-    def __init__(self, model: torch.nn.Module, cfg: DictConfig, method_cfg: DictConfig, device: torch.device) -> None:
-        init, evaluate = str(method_cfg.get("init", "unrolled")), str(method_cfg.get("eval", "unrolled"))
+    def __init__(self, model: torch.nn.Module, options: DictConfig, context: MethodContext) -> None:
+        init, evaluate = str(options.get("init", "unrolled")), str(options.get("eval", "unrolled"))
         if init not in INIT_MODES:
             raise FifError(f"continual.merge_grid.init={init!r} is not valid: expected one of {', '.join(INIT_MODES)}")
         if evaluate not in EVAL_MODES:
             raise FifError(f"continual.merge_grid.eval={evaluate!r} is not valid: "
                            f"expected one of {', '.join(EVAL_MODES)}")
         self.init_mode, self.eval_mode = init, evaluate
-        super().__init__(model, cfg, method_cfg, device)
+        super().__init__(model, options, context)
 
 
 MERGING_METHODS: dict[str, type[MergingMethod]] = {

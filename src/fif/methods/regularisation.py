@@ -30,16 +30,18 @@ from omegaconf import DictConfig
 
 from fif.data.samples.batches import Batch
 from fif.errors import FifError
-from fif.eval.suite import autocast_for
+from fif.runtime.device import autocast_for
 from fif.methods.base import TaskInfo
+from fif.methods.context import MethodContext
 from fif.methods.finetune import Finetune
+from fif.optim.step import contrastive_loss
 
 Tensors = dict[str, torch.Tensor]
 
 
-def _number(method_cfg: DictConfig, method: str, key: str, default: float, minimum: float,
+def _number(options: DictConfig, method: str, key: str, default: float, minimum: float,
             strict: bool = False) -> float:
-    value = method_cfg.get(key, default)
+    value = options.get(key, default)
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     ok = number and (value > minimum if strict else value >= minimum)
     if not ok:
@@ -51,10 +53,14 @@ def _number(method_cfg: DictConfig, method: str, key: str, default: float, minim
 class _Anchored(Finetune):
     """Finetuning plus a weighted quadratic pull towards an anchor θ* (per named, trainable tensor)."""
 
-    def __init__(self, model: torch.nn.Module, cfg: DictConfig, method_cfg: DictConfig, device: torch.device) -> None:
-        super().__init__(model, cfg, method_cfg, device)
-        self.anchor: Tensors = self._snapshot()
+    def __init__(self, model: torch.nn.Module, options: DictConfig, context: MethodContext) -> None:
+        super().__init__(model, options, context)
+        self.anchor: Tensors = {}  # θ*: the trainable weights at setup(), then at the end of every task
         self.importance: Tensors = {}  # empty until the first task has ended: no penalty yet
+
+    def setup(self) -> None:
+        super().setup()
+        self.anchor = self._snapshot()
 
     def tracked(self) -> dict[str, torch.nn.Parameter]:
         """The parameters the method trains (frozen towers excluded)."""
@@ -93,14 +99,14 @@ class EWC(_Anchored):
 
     name = "ewc"
 
-    def __init__(self, model: torch.nn.Module, cfg: DictConfig, method_cfg: DictConfig, device: torch.device) -> None:
-        super().__init__(model, cfg, method_cfg, device)
-        self.e_lambda = _number(method_cfg, self.name, "e_lambda", 1e4, 0.0)
-        self.gamma = _number(method_cfg, self.name, "gamma", 1.0, 0.0)
-        self.max_fim_samples = int(_number(method_cfg, self.name, "max_fim_samples", 50000, 2))
-        fim_batch = method_cfg.get("fim_batch_size")
-        self.fim_batch_size = (int(cfg.experiment.task.batch_size) if fim_batch is None
-                               else int(_number(method_cfg, self.name, "fim_batch_size", 0, 2)))
+    def __init__(self, model: torch.nn.Module, options: DictConfig, context: MethodContext) -> None:
+        super().__init__(model, options, context)
+        self.e_lambda = _number(options, self.name, "e_lambda", 1e4, 0.0)
+        self.gamma = _number(options, self.name, "gamma", 1.0, 0.0)
+        self.max_fim_samples = int(_number(options, self.name, "max_fim_samples", 50000, 2))
+        fim_batch = options.get("fim_batch_size")
+        self.fim_batch_size = (context.batch_size if fim_batch is None
+                               else int(_number(options, self.name, "fim_batch_size", 0, 2)))
         if self.fim_batch_size < 2:  # a one-sample CLIP loss is constant: its gradient is zero
             raise FifError(f"continual.ewc.fim_batch_size=null uses experiment.task.batch_size="
                            f"{self.fim_batch_size}; the Fisher needs batches of at least 2")
@@ -114,10 +120,10 @@ class EWC(_Anchored):
         return self.e_lambda / 2
 
     def clip_loss(self, batch: Batch) -> torch.Tensor:
+        """The contrastive loss of one Fisher batch, on the plain model (each rank its own batches)."""
         batch = batch.to(self.device)
         with autocast_for(self.device):
-            image_features, text_features, logit_scale = self.model(batch.images, batch.texts)[:3]
-            return self.loss_fn(image_features, text_features, logit_scale)
+            return contrastive_loss(self.model, self.loss_fn, batch.images, batch.texts)
 
     def task_fisher(self, task: TaskInfo) -> Tensors:
         """F_t = mean over batches of the squared CLIP-loss gradient (the reference's estimate)."""
@@ -162,13 +168,17 @@ class SI(_Anchored):
 
     name = "si"
 
-    def __init__(self, model: torch.nn.Module, cfg: DictConfig, method_cfg: DictConfig, device: torch.device) -> None:
-        super().__init__(model, cfg, method_cfg, device)
-        self.c = _number(method_cfg, self.name, "c", 10.0, 0.0)
-        self.xi = _number(method_cfg, self.name, "xi", 1e-3, 0.0, strict=True)
-        self.small_omega: Tensors = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in self.tracked().items()}
+    def __init__(self, model: torch.nn.Module, options: DictConfig, context: MethodContext) -> None:
+        super().__init__(model, options, context)
+        self.c = _number(options, self.name, "c", 10.0, 0.0)
+        self.xi = _number(options, self.name, "xi", 1e-3, 0.0, strict=True)
+        self.small_omega: Tensors = {}  # ω of the current task, per tracked tensor (zeros from setup())
         self._step_grad: Tensors = {}
         self._step_start: Tensors = {}
+
+    def setup(self) -> None:
+        super().setup()
+        self.small_omega = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in self.tracked().items()}
 
     @property
     def omega(self) -> Tensors:

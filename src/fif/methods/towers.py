@@ -11,7 +11,6 @@ The flags apply to every gradient-trained method, as in the reference.
 from __future__ import annotations
 
 import torch
-from omegaconf import DictConfig
 
 from fif.errors import FifError
 
@@ -23,10 +22,8 @@ def is_image_tower(name: str) -> bool:
     return name.startswith(IMAGE_TOWER_PREFIX)
 
 
-def freeze_towers(model: torch.nn.Module, cfg: DictConfig) -> None:
+def freeze_towers(model: torch.nn.Module, lock_image: bool, lock_text: bool, method: str) -> None:
     """Apply ``experiment.backbone.freeze_features`` (image) / ``freeze_head`` (text) to ``requires_grad``."""
-    backbone = cfg.experiment.backbone
-    lock_image, lock_text = bool(backbone.get("freeze_features", False)), bool(backbone.get("freeze_head", False))
     if not (lock_image or lock_text):
         return
     if lock_image and not any(is_image_tower(n) for n, _ in model.named_parameters()):
@@ -38,4 +35,4 @@ def freeze_towers(model: torch.nn.Module, cfg: DictConfig) -> None:
     if not any(p.requires_grad for p in model.parameters()):
         raise FifError(f"experiment.backbone.freeze_features={str(lock_image).lower()} and "
                        f"experiment.backbone.freeze_head={str(lock_text).lower()} leave nothing to train "
-                       f"for continual.method={cfg.continual.method}")
+                       f"for continual.method={method}")

@@ -44,20 +44,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from fif.errors import FifError
-
-WITHIN_TASK = ("constant", "cosine_with_linear_warmup", "warmup_stable_cooldown", "rsqrt")
-STREAM = ("cosine_with_linear_warmup_and_recovery", "cosine_with_linear_warmup_and_dynamic_recovery",
-          "rsqrt_with_recovery", "wsd")
-SCHEDULES = WITHIN_TASK + STREAM
-META = ("constant", "linear", "cosine", "rsqrt")
-RECOVERY_MODES = ("autoregressive", "continued", "recovered")
-COOLDOWN_SHAPES = ("linear", "1-sqrt")
-KEY = "experiment.scheduler"
+from fif.settings import SCHEDULER_KEY as KEY
+from fif.settings import WITHIN_TASK, SchedulerSettings
 
 
 def warmup_steps(total_steps: int, warmup: float | int) -> int:
@@ -120,68 +112,10 @@ def learning_rate(name: str, step: int, total_steps: int, peak_lr: float, warmup
     return within_task(name, step, total_steps, w, c, peak_lr, peak_lr * min_lr_ratio, cooldown_shape)
 
 
-def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise FifError(f"{KEY}.{key}={value!r} is not valid (expected one of: {', '.join(allowed)})")
-    return str(value)
-
-
-def _non_negative(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise FifError(f"{KEY}.{key}={value!r} is not valid: expected a number >= 0")
-    return value
-
-
 @dataclass(frozen=True)
-class Schedule:
-    """A validated ``experiment.scheduler`` block; call it as ``schedule(task, step, steps, num_tasks)``."""
-
-    name: str = "cosine_with_linear_warmup"
-    lr: float = 1e-5
-    warmup: float = 0.1
-    cooldown: float = 0.1
-    cooldown_shape: str = "linear"
-    min_lr_ratio: float = 1e-3
-    meta: str = "constant"
-    recovery_mode: str = "autoregressive"
-    wsd_decay: float = 0.2
-    wsd_task_cooldown: bool = False
-
-    def __post_init__(self) -> None:
-        _one_of("name", self.name, SCHEDULES)
-        _one_of("meta", self.meta, META)
-        _one_of("recovery_mode", self.recovery_mode, RECOVERY_MODES)
-        _one_of("cooldown_shape", self.cooldown_shape, COOLDOWN_SHAPES)
-        for key in ("warmup", "cooldown", "min_lr_ratio"):
-            _non_negative(key, getattr(self, key))
-        _non_negative("wsd.decay", self.wsd_decay)
-        if self.min_lr_ratio > 1:
-            raise FifError(f"{KEY}.min_lr_ratio={self.min_lr_ratio} is not valid: expected a number in [0, 1]")
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or self.lr < 0:
-            raise FifError(f"experiment.optimizer.lr={self.lr!r} is not valid: expected a number >= 0")
-        if self.name in STREAM and self.meta != "constant":
-            raise FifError(f"{KEY}.meta={self.meta!r} applies to the within-task schedules "
-                           f"({', '.join(WITHIN_TASK)}); {KEY}.name={self.name} already schedules the whole stream")
-        if self.name.startswith("cosine_with_linear_warmup_and") and self.recovery_mode != "autoregressive":
-            raise FifError(f"{KEY}.recovery_mode={self.recovery_mode!r} is not valid for {KEY}.name={self.name} "
-                           f"(expected autoregressive; continued and recovered are rsqrt_with_recovery modes)")
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> "Schedule":
-        """From a run config (``experiment.scheduler`` and ``experiment.optimizer.lr``); keys missing
-        from older configs take their defaults."""
-        sched = cfg.experiment.scheduler
-        ratio = sched.get("cosine_lr_mul")  # the reference's name, accepted as an alias
-        if ratio is not None:
-            _non_negative("cosine_lr_mul", ratio)
-        wsd = sched.get("wsd") or {}
-        return cls(name=sched.get("name", cls.name), lr=float(cfg.experiment.optimizer.lr),
-                   warmup=sched.get("warmup", cls.warmup), cooldown=sched.get("cooldown", cls.cooldown),
-                   cooldown_shape=sched.get("cooldown_shape", cls.cooldown_shape),
-                   min_lr_ratio=ratio if ratio is not None else sched.get("min_lr_ratio", cls.min_lr_ratio),
-                   meta=sched.get("meta", cls.meta), recovery_mode=sched.get("recovery_mode", cls.recovery_mode),
-                   wsd_decay=wsd.get("decay", cls.wsd_decay),
-                   wsd_task_cooldown=bool(wsd.get("task_cooldown", cls.wsd_task_cooldown)))
+class Schedule(SchedulerSettings):
+    """A validated ``experiment.scheduler`` block (fif.settings.SchedulerSettings) that computes the
+    learning rate: call it as ``schedule(task, step, steps, num_tasks)``."""
 
     # ------------------------------------------------------------------ values
     @property
@@ -278,8 +212,3 @@ class Schedule:
         if self.name == "wsd":
             parts.append(f"decay={self.wsd_decay:g}" + (", task_cooldown" if self.wsd_task_cooldown else ""))
         return ", ".join(parts)
-
-
-def schedule_from_config(cfg: Any) -> Schedule:
-    """The run's schedule; a bad ``experiment.scheduler`` key is a one-line FifError."""
-    return Schedule.from_config(cfg)

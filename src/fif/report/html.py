@@ -57,7 +57,7 @@ def summary_table(records: Sequence[RunRecord]) -> str:
         lines.append(f"<tr{css}><td class='text'>{html.escape(record.name)}</td>"
                      f"<td class='text'>{html.escape(status)}</td>"
                      f"<td class='text'>{html.escape(record.method or '-')}</td><td>{done}</td>{scores}"
-                     f"<td>{_num(gflops, 1)}</td><td>{_num(record.results.get('seconds'), 0)}</td></tr>")
+                     f"<td>{_num(gflops, 1)}</td><td>{_num(record.view.data.get('seconds'), 0)}</td></tr>")
     lines.append("</table>")
     return "\n".join(lines)
 

@@ -124,7 +124,7 @@ def _iso_gm(panel: Any, x_lo: float, x_hi: float, y_lo: float, y_hi: float) -> N
 
 def change_matrix(record: RunRecord) -> tuple[list[str], list[str], list[list[float]]] | None:
     """Rows: datasets (adaptation first, then held-out); columns: tasks; cells: score - zero-shot score."""
-    zero = (record.results.get("zero_shot") or {}).get("per_dataset") or {}
+    zero = record.view.per_dataset("zero_shot")
     tasks = [t for t in record.tasks if isinstance(t.get("per_dataset"), dict)]
     if not zero or not tasks:
         return None
@@ -200,7 +200,7 @@ def schedule(record: RunRecord) -> dict[str, list[float]]:
     """
     events = record.events()
     per_task = next((e.get("steps_per_task") for e in events if e.get("event") == "start"), None)
-    batch = ((record.results.get("config") or {}).get("experiment", {}).get("task", {}).get("batch_size"))
+    batch = record.view.config_value("experiment.task.batch_size")
     points: dict[int, tuple[float, float, int]] = {}  # by step: a resumed run logs some steps twice
     for event in events:
         if event.get("event") != "step" or finite(event.get("lr")) is None:

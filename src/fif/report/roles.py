@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from fif.errors import FifError
+from fif.results import RunResults
 
 
 def dataset_roles(results: dict[str, Any]) -> dict[str, str]:
-    config = results.get("config") or {}
-    dataset = (config.get("experiment") or {}).get("dataset") or {}
+    view = RunResults(results)
+    config, dataset = view.config, view.config_value("experiment.dataset") or {}
     try:
         root = dataset.get("root")
         if root and Path(str(root)).expanduser().is_dir():

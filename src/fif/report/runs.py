@@ -11,67 +11,18 @@ from __future__ import annotations
 
 import glob
 import json
-import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from fif.errors import FifError
+from fif.report.record import RunRecord
+from fif.results import FILENAME, HEADLINE, POINTS, RunResults, finite
 
-HEADLINE = ("A_KA", "A_ZS", "geometric_mean")
-PARTS = ("zero_shot", "final", "averaged")
-
-
-@dataclass
-class RunRecord:
-    """One run as a table row or a report section; scores are percentages."""
-
-    name: str
-    status: str  # complete | incomplete | failed | pending | unreadable
-    path: Path | None = None
-    detail: str = ""
-    results: dict[str, Any] = field(default_factory=dict)
-    tasks_total: int | None = None
-    source: str = "folder"  # folder | wandb
-
-    @property
-    def complete(self) -> bool:
-        return self.status == "complete"
-
-    @property
-    def tasks(self) -> list[dict[str, Any]]:
-        return list(self.results.get("tasks") or [])
-
-    @property
-    def method(self) -> str | None:
-        return (self.results.get("config") or {}).get("continual", {}).get("method")
-
-    def part(self, name: str) -> dict[str, float] | None:
-        """zero_shot / final / averaged headline scores, or None when the run has not written them."""
-        block = self.results.get(name)
-        if not isinstance(block, dict) or not all(k in block for k in HEADLINE):
-            return None
-        return {k: block[k] for k in HEADLINE}
-
-    def events(self) -> list[dict[str, Any]]:
-        """The run's event log (empty when it has none); unparsable lines (a crash mid-write) are skipped."""
-        path = self.path / "events.jsonl" if self.path else None
-        if path is None or not path.is_file():
-            return []
-        events = []
-        for line in path.read_text().splitlines():
-            try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return events
+PARTS = POINTS  # the headline points a table shows (fif.results owns the layout)
+__all__ = ["HEADLINE", "PARTS", "RunRecord", "collect_runs", "finite", "load_run", "load_sweep"]
 
 
-def finite(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
-def _tasks_total(run_dir: Path, results: dict[str, Any]) -> int | None:
+def _tasks_total(run_dir: Path, results: RunResults) -> int | None:
     """From the event log's start event (exact, also with dataset_incremental), else the config."""
     events = run_dir / "events.jsonl"
     if events.is_file():
@@ -83,30 +34,28 @@ def _tasks_total(run_dir: Path, results: dict[str, Any]) -> int | None:
                     continue
                 if event.get("event") == "start" and isinstance(event.get("tasks"), int):
                     return event["tasks"]
-    task = (results.get("config") or {}).get("experiment", {}).get("task", {})
-    return None if task.get("dataset_incremental") else task.get("num")
+    return None if results.config_value("experiment.task.dataset_incremental") else \
+        results.config_value("experiment.task.num")
 
 
 def load_run(run_dir: Path, name: str | None = None) -> RunRecord:
     """One run folder; never raises for a run that is merely unfinished or broken (it is marked)."""
     name = name or run_dir.name
-    path = run_dir / "results.json"
+    path = run_dir / FILENAME
     if not path.is_file():
         started = (run_dir / "events.jsonl").is_file() or (run_dir / "config.yaml").is_file()
-        return RunRecord(name, "incomplete" if started else "pending", run_dir, "no results.json yet")
+        return RunRecord(name, "incomplete" if started else "pending", run_dir, f"no {FILENAME} yet")
     try:
-        results = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        return RunRecord(name, "unreadable", run_dir, f"results.json is not JSON ({error})")
-    if not isinstance(results, dict):
-        return RunRecord(name, "unreadable", run_dir, "results.json is not a JSON object")
+        results = RunResults.read(path)
+    except FifError as error:
+        return RunRecord(name, "unreadable", run_dir, str(error))
     total = _tasks_total(run_dir, results)
-    done = len(results.get("tasks") or [])
-    status = results.get("status") or ("complete" if "averaged" in results else "incomplete")
+    done = len(results.tasks)
+    status = "complete" if results.finished else (results.status or "incomplete")
     if status == "running":
         status = "incomplete"
     detail = "" if status == "complete" else f"{done}/{total if total is not None else '?'} tasks"
-    return RunRecord(name, status, run_dir, detail, results, total)
+    return RunRecord(name, status, run_dir, detail, results.data, total)
 
 
 def load_sweep(sweep_dir: Path) -> list[RunRecord]:

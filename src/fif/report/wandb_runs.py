@@ -11,7 +11,8 @@ import os
 import re
 
 from fif.errors import FifError
-from fif.report.runs import HEADLINE, PARTS, RunRecord
+from fif.report.record import RunRecord
+from fif.results import HEADLINE, POINTS
 
 _URL = re.compile(r"^https?://[^/]+/([^/]+)/([^/]+)/runs/([^/?#]+)")
 
@@ -47,7 +48,7 @@ def load_wandb_run(target: str) -> RunRecord:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise FifError(f"W&B run {path} could not be read: {first}") from None
     results: dict = {"config": config}
-    for part in PARTS:
+    for part in POINTS:
         if all(f"{part}/{k}" in summary for k in HEADLINE):
             results[part] = {k: summary[f"{part}/{k}"] for k in HEADLINE}
     complete = state == "finished" and "final" in results and "averaged" in results

@@ -169,7 +169,7 @@ def class_accuracies(backbone, splits: list[Split], max_per_class: int, seed: in
                      batch_size: int = 128, workers: int = 0,
                      progress: bool = True) -> dict[StreamEntry, tuple[float, float]]:
     """Zero-shot (accuracy %, mean true-class probability) of every class, within its own dataset."""
-    from fif.eval.suite import autocast_for
+    from fif.runtime.device import autocast_for
     from fif.eval.zero_shot import class_embeddings
 
     if max_per_class < 1:
@@ -231,7 +231,7 @@ def build_stream(order: str, root: str | Path, registry: dict[str, DatasetSpec],
         return BuiltStream(order, dataset_incremental_order(blocks, seed, keep_order=bool(datasets)))
 
     from fif.models.backbone import build_backbone
-    from fif.train.loop import resolve_device
+    from fif.runtime.device import resolve_device
 
     backbone = build_backbone(backbone_name, checkpoint, cache_dir)
     torch_device = resolve_device(device)

@@ -10,9 +10,9 @@ base model's zero-shot scores.
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
+from functools import partial
 from pathlib import Path
 
 import open_clip
@@ -24,7 +24,9 @@ from fif.data.mini.build import build_datasets, pool_shards
 from fif.data.mini.render import IMAGE_SIZE
 from fif.eval.suite import EvalSuite
 from fif.models.word_tokenizer import WordTokenizer
+from fif.optim.adamw import build_adamw
 from fif.optim.schedules import learning_rate
+from fif.optim.step import contrastive_step, step_losses
 from fif.utils.io import atomic_write, atomic_write_json
 
 MODEL_CFG = {
@@ -60,6 +62,46 @@ def benchmark_texts(root: Path) -> list[str]:
     return texts
 
 
+def mini_clip_no_decay(name: str, parameter: torch.nn.Parameter) -> bool:
+    """The mini CLIP's rule (kept so it stays reproducible): decay only matrices that are not embeddings."""
+    return not (parameter.ndim >= 2 and "embedding" not in name)
+
+
+def build_model(captions: list[str], data_root: Path) -> tuple[open_clip.CLIP, WordTokenizer, dict]:
+    """A fresh mini CLIP whose vocabulary covers the pool's captions and the whole mini benchmark."""
+    tokenizer = WordTokenizer.build(captions + benchmark_texts(data_root), MODEL_CFG["text_cfg"]["context_length"])
+    cfg = json.loads(json.dumps(MODEL_CFG))
+    cfg["text_cfg"]["vocab_size"] = tokenizer.vocab_size
+    return open_clip.CLIP(**cfg), tokenizer, cfg
+
+
+def train(model: open_clip.CLIP, images: list, tokens: torch.Tensor, epochs: int, batch_size: int, lr: float,
+          weight_decay: float, rng: random.Random) -> int:
+    """Contrastive training, reshuffled every epoch, warmup + cosine; returns the steps taken."""
+    train_tf = open_clip.image_transform(IMAGE_SIZE, is_train=True)
+    loss_fn = open_clip.ClipLoss()
+    optimizer = build_adamw(model.named_parameters(), lr, weight_decay, no_decay=mini_clip_no_decay)
+    steps_per_epoch = len(images) // batch_size
+    total = steps_per_epoch * epochs
+    bar = tqdm(total=total, desc="pretrain mini CLIP", unit="step")
+    step = 0
+    for _ in range(epochs):
+        order = list(range(len(images)))
+        rng.shuffle(order)
+        for b in range(steps_per_epoch):
+            index = order[b * batch_size:(b + 1) * batch_size]
+            batch = torch.stack([train_tf(images[i]) for i in index])
+            losses = contrastive_step(
+                optimizer, learning_rate("cosine_with_linear_warmup", step, total, lr, warmup=0.05),
+                partial(step_losses, model, loss_fn, batch, tokens[index]),
+                model=model, parameters=model.parameters(), clip_grad_norm=1.0)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses.loss.item():.3f}")
+    bar.close()
+    return total
+
+
 def pretrain_base(out_dir: str | Path, data_root: Path, pool_shard_count: int = 20, epochs: int = 7,
                   batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 0.1, seed: int = 0,
                   threads: int | None = None) -> dict:
@@ -69,54 +111,25 @@ def pretrain_base(out_dir: str | Path, data_root: Path, pool_shard_count: int = 
         torch.set_num_threads(threads)
     out_dir = Path(out_dir)
     build_datasets(data_root)
-    shards = pool_shards(data_root, pool_shard_count)
-    images, captions = read_pool(shards)
-    tokenizer = WordTokenizer.build(captions + benchmark_texts(data_root), MODEL_CFG["text_cfg"]["context_length"])
-    cfg = json.loads(json.dumps(MODEL_CFG))
-    cfg["text_cfg"]["vocab_size"] = tokenizer.vocab_size
-    model = open_clip.CLIP(**cfg)
-    train_tf = open_clip.image_transform(IMAGE_SIZE, is_train=True)
-    eval_tf = open_clip.image_transform(IMAGE_SIZE, is_train=False)
-    loss_fn = open_clip.ClipLoss()
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98), eps=1e-6)
-    steps_per_epoch = len(images) // batch_size
-    total = steps_per_epoch * epochs
+    images, captions = read_pool(pool_shards(data_root, pool_shard_count))
+    model, tokenizer, cfg = build_model(captions, data_root)
     tokens = tokenizer(captions)
     start = time.time()
-    bar = tqdm(total=total, desc="pretrain mini CLIP", unit="step")
-    step = 0
-    for _ in range(epochs):
-        order = list(range(len(images)))
-        rng.shuffle(order)
-        for b in range(steps_per_epoch):
-            index = order[b * batch_size:(b + 1) * batch_size]
-            batch = torch.stack([train_tf(images[i]) for i in index])
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate("cosine_with_linear_warmup", step, total, lr, warmup=0.05)
-            image_f, text_f, scale = model(batch, tokens[index])
-            loss = loss_fn(image_f, text_f, scale)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, math.log(100))
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    bar.close()
+    total = train(model, images, tokens, epochs, batch_size, lr, weight_decay, rng)
     seconds = time.time() - start
 
     registry = load_registry(data_root / "datasets.json")
-    suite = EvalSuite(data_root, list(registry.values()), eval_tf)
+    suite = EvalSuite(data_root, list(registry.values()), open_clip.image_transform(IMAGE_SIZE, is_train=False))
     scores = {name: round(s.score, 2) for name, s in suite.evaluate(model, tokenizer, torch.device("cpu")).items()}
     report = {"scores": scores, "steps": total, "samples": total * batch_size, "seconds": round(seconds, 1),
               "pool_samples": len(images), "epochs": epochs, "batch_size": batch_size, "lr": lr,
               "vocab_size": tokenizer.vocab_size, "seed": seed}
+    write_model(out_dir, model, cfg, tokenizer, report)
+    return report
 
+
+def write_model(out_dir: Path, model: open_clip.CLIP, cfg: dict, tokenizer: WordTokenizer, report: dict) -> None:
+    """An open_clip ``local-dir`` folder: weights, config, vocabulary, and the pretraining report."""
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     atomic_write(out_dir / "open_clip_model.safetensors", lambda f: f.write(_safetensors_bytes(state)), binary=True)
@@ -127,7 +140,6 @@ def pretrain_base(out_dir: str | Path, data_root: Path, pool_shard_count: int = 
     atomic_write(out_dir / "vocab.json", lambda f: f.write(json.dumps({"context_length": tokenizer.context_length,
                                                                        "vocab": tokenizer.vocab})))
     atomic_write_json(out_dir / "pretrain_report.json", report)
-    return report
 
 
 def _safetensors_bytes(state: dict[str, torch.Tensor]) -> bytes:

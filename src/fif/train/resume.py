@@ -10,7 +10,6 @@ complete) is reported and left alone.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -19,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fif.config import to_container
 from fif.errors import FifError
+from fif.results import RunResults
 from fif.train.checkpoint import load_latest
 
 # Keys that may differ between the killed run and its resume: they change where and how the run
@@ -106,14 +106,12 @@ def plan_resume(cfg: DictConfig, echo: Callable[[str], Any] = print) -> ResumePl
                        f"resume with the run's own settings, or set log.resume_force=true to continue anyway")
     if differ:
         echo(f"log.resume_force=true: continuing {run_dir} with a different config: {describe_differences(differ)}")
-    results_path = run_dir / "results.json"
-    if results_path.is_file():
-        try:
-            results = json.loads(results_path.read_text())
-        except json.JSONDecodeError:
-            results = {}
-        if results.get("status") == "complete":
-            return ResumePlan(run_dir, finished=results, forced=differ)
+    try:
+        existing = RunResults.read(run_dir)
+    except FifError:  # none yet, or unreadable: the checkpoints decide
+        existing = None
+    if existing is not None and existing.complete:
+        return ResumePlan(run_dir, finished=existing.data, forced=differ)
     found = load_latest(run_dir / "checkpoints", echo)
     if found is None:
         echo(f"no checkpoint in {run_dir / 'checkpoints'}: restarting the run from its beginning")

@@ -123,7 +123,7 @@ def summary(overrides: Sequence[str], runs: list[SweepRun], status: str) -> dict
 
 def run_sweep(overrides: Sequence[str], echo: Callable[..., None] = print) -> tuple[Path, list[SweepRun]]:
     """Run every configuration in turn; return the sweep folder and the runs (failed ones included)."""
-    from fif.train.loop import run_experiment
+    from fif.train.run import run_experiment
     from fif.utils.io import atomic_write_json
 
     sweep_dir, runs, cfgs = plan(overrides)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fif.data.format.fif_datasets import ADAPTATION_ROWS, EVALUATION_ROWS, EXTRA_ROWS
 from fif.data.format.info_files import info_file, read_info
 from fif.data.format.packed import PackedCaptions, PackedStrings
 from fif.data.format.storage import ImageStore, open_store
@@ -102,12 +103,11 @@ def _folder_of(path: Path, name: str, entry: dict) -> str:
     """The reference's datasets.json leaves imagenet's folder null (its module builds the path)."""
     if entry["folder"]:
         return entry["folder"]
-    from fif.data.format.registry import builtin_registry
-
-    known = builtin_registry().get(name)
-    if known is None:
+    # the built-in registry's folder (fif.data.format.registry builds its specs from the same rows)
+    folders = {key: folder for rows in (ADAPTATION_ROWS, EVALUATION_ROWS, EXTRA_ROWS) for key, folder, _, _ in rows}
+    if name not in folders:
         raise FifError(f"dataset registry {path}: entry {name!r} has no 'folder' (expected its folder under the root)")
-    return known.folder
+    return folders[name]
 
 
 def read_split(root: str | Path, spec: DatasetSpec, split: str, info_dir: str | Path | None = None, *,

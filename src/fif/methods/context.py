@@ -1,0 +1,37 @@
+"""What a method is given at construction, besides the model and its own ``continual.<name>`` block."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from fif.optim.schedules import Schedule
+from fif.runtime.distributed import SINGLE, DistContext
+from fif.settings import OptimizerSettings, TaskSettings
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """The run's settings a method may use; built once by ``build_method`` from the run config."""
+
+    device: torch.device
+    optimizer: OptimizerSettings  # experiment.optimizer: AdamW's lr, weight decay, gradient clipping
+    schedule: Schedule  # experiment.scheduler: the learning rate at (task, step)
+    batch_size: int  # experiment.task.batch_size (EWC's default Fisher batch)
+    lock_image: bool = False  # experiment.backbone.freeze_features: the image tower stays frozen
+    lock_text: bool = False  # experiment.backbone.freeze_head: the text tower (and logit scale) stays frozen
+    dist: DistContext = SINGLE  # the torchrun context (world size 1: a plain run)
+    work_dir: Path | None = None  # a folder for the method's own files (a run uses <run>/method)
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, device: torch.device, dist: DistContext = SINGLE,
+                    work_dir: str | Path | None = None) -> MethodContext:
+        backbone = cfg.experiment.backbone
+        return cls(device=device, optimizer=OptimizerSettings.from_config(cfg), schedule=Schedule.from_config(cfg),
+                   batch_size=TaskSettings.from_config(cfg).batch_size,
+                   lock_image=bool(backbone.get("freeze_features", False)),
+                   lock_text=bool(backbone.get("freeze_head", False)),
+                   dist=dist, work_dir=Path(work_dir) if work_dir is not None else None)

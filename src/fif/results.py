@@ -1,0 +1,161 @@
+"""The one owner of results.json's layout: the run writes it through ``RunResults``, reports read it.
+
+A run's results.json is the record everything else derives from (tables, plots, the HTML
+report, resume). Its shape (scores in percent)::
+
+    {"config": {...}, "status": "running" | "complete",
+     <evaluation protocol fields>, "world_size": N,
+     "zero_shot": POINT, ["zero_shot_subset": POINT,]
+     "tasks": [POINT + {"task", "subset_evaluation", "classes", "samples_seen", "gflops", "seconds",
+                         "train_seconds", "buffer_samples"}, ...],
+     "final": POINT, "averaged": HEADLINE, "seconds": ..,
+     ["skipped_corrupt": N, "skipped_corrupt_files": {file: count}]}
+
+    POINT = HEADLINE + {"per_dataset": {name: score}, "details": {name: {...}}}
+    HEADLINE = {"A_KA", "A_ZS", "geometric_mean"}
+
+Only this module spells those keys; the loop and ``fif.report`` call its methods. It imports
+nothing heavier than json, so reports can read results without torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from statistics import fmean
+from typing import Any, Mapping, Sequence
+
+from fif.errors import FifError
+from fif.utils.io import atomic_write_json
+
+FILENAME = "results.json"
+HEADLINE = ("A_KA", "A_ZS", "geometric_mean")
+POINTS = ("zero_shot", "final", "averaged")  # the headline points of a run, in table order
+RUNNING, COMPLETE = "running", "complete"
+FINAL_KEYS = (*HEADLINE, "per_dataset", "details")  # what "final" copies from the last task
+EVAL_EVENT_KEYS = (*HEADLINE, "per_dataset")  # what each evaluation sends to the trackers
+
+
+def average_over_tasks(tasks: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Mean of each headline metric over the evaluated tasks (NaN before any task)."""
+    return {k: fmean(t[k] for t in tasks) for k in HEADLINE} if tasks else {k: float("nan") for k in HEADLINE}
+
+
+def headline(point: Any) -> dict[str, float] | None:
+    """A_KA / A_ZS / GM of an evaluation point, or None when it is missing or incomplete."""
+    if not isinstance(point, dict) or not all(k in point for k in HEADLINE):
+        return None
+    return {k: point[k] for k in HEADLINE}
+
+
+def finite(value: Any) -> float | None:
+    """A number as float, or None for NaN, inf and non-numbers (what tables and plots may show)."""
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+class RunResults:
+    """results.json of one run, as a dict behind named operations (``data`` is the dict itself)."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    # ------------------------------------------------------------------ writing (the run)
+    @classmethod
+    def start(cls, config: dict[str, Any], protocol: Mapping[str, Any], world_size: int) -> RunResults:
+        """A new run: its config, the evaluation protocol it follows and its process count."""
+        return cls({"config": config, "status": RUNNING, **protocol, "world_size": world_size})
+
+    def record_zero_shot(self, point: dict[str, Any], subset_point: dict[str, Any] | None = None) -> None:
+        """The model before any update (full sets), and on the fixed subsets when the run uses them."""
+        self.data["zero_shot"] = point
+        if subset_point is not None:
+            self.data["zero_shot_subset"] = subset_point
+        self.data["tasks"] = []
+
+    def record_task(self, point: dict[str, Any], **facts: Any) -> dict[str, Any]:
+        """Task ``facts['task']``'s evaluation point plus what the run knows of it (samples, seconds, ...)."""
+        point.update(facts)
+        self.data["tasks"].append(point)
+        return point
+
+    def finish(self, seconds: float, skipped: dict[str, Any] | None = None) -> None:
+        """Final = the last task's point, averaged = the mean over tasks; status complete."""
+        last = self.tasks[-1]
+        self.data["final"] = {k: last[k] for k in FINAL_KEYS}
+        self.data["averaged"] = average_over_tasks(self.tasks)
+        self.data["seconds"] = seconds
+        if skipped is not None:
+            self.data.update(skipped)
+        self.data["status"] = COMPLETE
+
+    def set_world_size(self, world_size: int) -> None:
+        self.data["world_size"] = world_size
+
+    def save(self, run_dir: Path) -> None:
+        """Atomically: a reader sees the previous results.json or this one, never half of one."""
+        atomic_write_json(Path(run_dir) / FILENAME, self.data)
+
+    # ------------------------------------------------------------------ reading (runs, reports)
+    @classmethod
+    def read(cls, path: Path) -> RunResults:
+        """A results.json (or the run folder holding one); a broken file is a one-line error naming it."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / FILENAME
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FifError(f"{path}: no such results file") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise FifError(f"{path} is not JSON ({error})") from None
+        if not isinstance(data, dict):
+            raise FifError(f"{path} is not a JSON object (expected a run's results)")
+        return cls(data)
+
+    @property
+    def status(self) -> str | None:
+        return self.data.get("status")
+
+    @property
+    def complete(self) -> bool:
+        return self.status == COMPLETE
+
+    @property
+    def finished(self) -> bool:
+        """Complete, or (files of older versions without a status) holding the averaged point."""
+        return self.complete or (self.status is None and "averaged" in self.data)
+
+    @property
+    def tasks(self) -> list[dict[str, Any]]:
+        return list(self.data.get("tasks") or [])
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.data.get("config") or {}
+
+    def config_value(self, dotted: str, default: Any = None) -> Any:
+        """A key of the run's config, e.g. ``experiment.task.batch_size`` (default when absent)."""
+        node: Any = self.config
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return default
+            node = node[part]
+        return node
+
+    @property
+    def method(self) -> str | None:
+        return self.config_value("continual.method")
+
+    @property
+    def world_size(self) -> int:
+        return int(self.data.get("world_size", 1))
+
+    def point(self, name: str) -> dict[str, float] | None:
+        """Headline scores of ``zero_shot`` / ``final`` / ``averaged``, None when not written yet."""
+        return headline(self.data.get(name))
+
+    def per_dataset(self, name: str) -> dict[str, float]:
+        """Per-dataset scores of an evaluation point ({} when absent)."""
+        block = self.data.get(name)
+        return dict(block.get("per_dataset") or {}) if isinstance(block, dict) else {}

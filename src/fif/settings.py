@@ -1,0 +1,181 @@
+"""Typed, validated views of config sections: read a block once, check it once, pass the result.
+
+Each section is a frozen dataclass built from the composed config with ``from_config(cfg)``; a
+bad value is a one-line FifError naming the key. Code below the run (methods, budget, schedules)
+takes these objects instead of reading string keys out of the whole config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from omegaconf import DictConfig
+
+from fif.errors import FifError
+
+# experiment.task.budget: what the budget is stated in, and how a step is profiled (fif.budget).
+BUDGET_KEY = "experiment.task.budget"
+UNITS = ("fullft_steps", "maf")
+PRECISIONS = ("fp32", "bf16")  # activations counted as a CPU run (fp32) or a CUDA AMP step (bf16)
+MEMORY_SOURCES = ("count", "allocator")  # peak memory counted from tensors, or the CUDA allocator's
+
+# experiment.scheduler: the schedule names and options fif.optim.schedules implements.
+SCHEDULER_KEY = "experiment.scheduler"
+WITHIN_TASK = ("constant", "cosine_with_linear_warmup", "warmup_stable_cooldown", "rsqrt")
+STREAM = ("cosine_with_linear_warmup_and_recovery", "cosine_with_linear_warmup_and_dynamic_recovery",
+          "rsqrt_with_recovery", "wsd")
+SCHEDULES = WITHIN_TASK + STREAM
+META = ("constant", "linear", "cosine", "rsqrt")
+RECOVERY_MODES = ("autoregressive", "continued", "recovered")
+COOLDOWN_SHAPES = ("linear", "1-sqrt")
+
+_Scheduler = TypeVar("_Scheduler", bound="SchedulerSettings")
+
+
+def _number(value: object, key: str, minimum: float | None = None, strict: bool = False,
+            expected: str = "a number") -> float:
+    """``value`` as a float; a bool, a string or a value below ``minimum`` is a one-line error."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and minimum is not None:
+        ok = value > minimum if strict else value >= minimum
+    if not ok:
+        bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum:g}"
+        raise FifError(f"{key}={value!r} is not valid: expected {expected}{bound}")
+    return float(value)
+
+
+def _choice(value: Any, key: str, allowed: tuple[str, ...], expected: str | None = None) -> str:
+    """``value`` if it is one of ``allowed``; else a one-line error (``expected``: how to say what is)."""
+    if value not in allowed:
+        tail = f": expected {expected}" if expected else f" (expected one of: {', '.join(allowed)})"
+        raise FifError(f"{key}={value!r} is not valid{tail}")
+    return str(value)
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """``experiment.optimizer``: AdamW's peak learning rate, weight decay and gradient clipping."""
+
+    lr: float
+    weight_decay: float
+    clip_grad_norm: float | None  # None or 0: no clipping
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> OptimizerSettings:
+        block = cfg.experiment.optimizer
+        clip = block.get("clip_grad_norm")
+        return cls(float(block.lr), float(block.weight_decay), float(clip) if clip else None)
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """``experiment.task``: how many tasks, the global batch and the samples (steps) each task gets."""
+
+    num: int
+    batch_size: int
+    n_samples: int
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> TaskSettings:
+        block = cfg.experiment.task
+        batch_size = int(block.batch_size)
+        if batch_size < 1:
+            raise FifError(f"experiment.task.batch_size={batch_size} must be at least 1")
+        return cls(int(block.num), batch_size, int(block.n_samples))
+
+    @property
+    def steps_from_samples(self) -> int:
+        """Steps per task without a compute budget: n_samples // batch_size, at least one batch.
+
+        The one place this is computed (the run, ``fif flops`` and ``fif schedules plot`` use it; with
+        ``experiment.task.budget`` set, fif.budget.plan decides the steps instead)."""
+        steps = self.n_samples // self.batch_size
+        if steps < 1:
+            raise FifError(f"experiment.task.n_samples={self.n_samples} is smaller than one batch "
+                           f"(experiment.task.batch_size={self.batch_size})")
+        return steps
+
+
+@dataclass(frozen=True)
+class BudgetSettings:
+    """``experiment.task.budget``: the compute each task gets (unit None: n_samples sets the steps)."""
+
+    unit: str | None  # None | fullft_steps | maf
+    amount: float | None  # per task, in the unit; None without a unit
+    charge_end_of_task: bool  # a once-per-task pass (EWC's Fisher) is paid from the task's budget
+    precision: str  # auto | fp32 | bf16
+    memory: str  # auto | count | allocator
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> BudgetSettings:
+        """The validated block (absent: no budget)."""
+        block, key = cfg.experiment.task.get("budget") or {}, BUDGET_KEY
+        unit, amount = block.get("unit"), block.get("amount")
+        if unit is not None:
+            _choice(unit, f"{key}.unit", UNITS, f"null (n_samples sets the steps) or one of {', '.join(UNITS)}")
+            if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount <= 0:
+                raise FifError(f"{key}.amount={amount!r} is not valid: {key}.unit={unit} needs a positive number "
+                               f"(e.g. 1420 full-finetuning steps per task)")
+        charge = block.get("charge_end_of_task", True)
+        if not isinstance(charge, bool):
+            raise FifError(f"{key}.charge_end_of_task={charge!r} is not valid: expected true or false")
+        precision, memory = str(block.get("precision", "auto")), str(block.get("memory", "auto"))
+        _choice(precision, f"{key}.precision", ("auto", *PRECISIONS), f"auto, {', '.join(PRECISIONS)}")
+        _choice(memory, f"{key}.memory", ("auto", *MEMORY_SOURCES), f"auto, {', '.join(MEMORY_SOURCES)}")
+        return cls(unit, float(amount) if unit is not None else None, charge, precision, memory)
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """``experiment.scheduler`` with its peak ``experiment.optimizer.lr``, validated on construction.
+
+    fif.optim.schedules.Schedule is this plus the learning-rate function; the options are described
+    there and in conf/config.yaml.
+    """
+
+    name: str = "cosine_with_linear_warmup"
+    lr: float = 1e-5
+    warmup: float = 0.1
+    cooldown: float = 0.1
+    cooldown_shape: str = "linear"
+    min_lr_ratio: float = 1e-3
+    meta: str = "constant"
+    recovery_mode: str = "autoregressive"
+    wsd_decay: float = 0.2
+    wsd_task_cooldown: bool = False
+
+    def __post_init__(self) -> None:
+        key = SCHEDULER_KEY
+        for option, allowed in (("name", SCHEDULES), ("meta", META), ("recovery_mode", RECOVERY_MODES),
+                                ("cooldown_shape", COOLDOWN_SHAPES)):
+            _choice(getattr(self, option), f"{key}.{option}", allowed)
+        for option in ("warmup", "cooldown", "min_lr_ratio"):
+            _number(getattr(self, option), f"{key}.{option}", 0)
+        _number(self.wsd_decay, f"{key}.wsd.decay", 0)
+        if self.min_lr_ratio > 1:
+            raise FifError(f"{key}.min_lr_ratio={self.min_lr_ratio} is not valid: expected a number in [0, 1]")
+        _number(self.lr, "experiment.optimizer.lr", 0)
+        if self.name in STREAM and self.meta != "constant":
+            raise FifError(f"{key}.meta={self.meta!r} applies to the within-task schedules "
+                           f"({', '.join(WITHIN_TASK)}); {key}.name={self.name} already schedules the whole stream")
+        if self.name.startswith("cosine_with_linear_warmup_and") and self.recovery_mode != "autoregressive":
+            raise FifError(f"{key}.recovery_mode={self.recovery_mode!r} is not valid for {key}.name={self.name} "
+                           f"(expected autoregressive; continued and recovered are rsqrt_with_recovery modes)")
+
+    @classmethod
+    def from_config(cls: type[_Scheduler], cfg: DictConfig) -> _Scheduler:
+        """From a run config; keys missing from older configs take their defaults (a subclass gets
+        itself: Schedule.from_config is a Schedule)."""
+        block = cfg.experiment.scheduler
+        ratio = block.get("cosine_lr_mul")  # the reference's name for min_lr_ratio; when set, it wins
+        if ratio is not None:
+            _number(ratio, f"{SCHEDULER_KEY}.cosine_lr_mul", 0)
+        wsd = block.get("wsd") or {}
+        return cls(name=block.get("name", cls.name), lr=float(cfg.experiment.optimizer.lr),
+                   warmup=block.get("warmup", cls.warmup), cooldown=block.get("cooldown", cls.cooldown),
+                   cooldown_shape=block.get("cooldown_shape", cls.cooldown_shape),
+                   min_lr_ratio=ratio if ratio is not None else block.get("min_lr_ratio", cls.min_lr_ratio),
+                   meta=block.get("meta", cls.meta), recovery_mode=block.get("recovery_mode", cls.recovery_mode),
+                   wsd_decay=wsd.get("decay", cls.wsd_decay),
+                   wsd_task_cooldown=bool(wsd.get("task_cooldown", cls.wsd_task_cooldown)))
