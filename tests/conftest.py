@@ -42,6 +42,20 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
                           cwd=cwd, env=dict(os.environ), timeout=900)
 
 
+def train_tasks(cfg, tasks: int | None = None):
+    """Build a run and train its first ``tasks`` tasks (all by default) without evaluating anything.
+
+    The phases of fif.train.run.Run alone: what a test of training needs, without the zero-shot
+    and per-task evaluations of a whole run. Returns the closed Run (method, buffer, counters)."""
+    from fif.train.run import Run
+
+    with Run(cfg, echo=lambda *_, **__: None) as run:
+        run.build()
+        for t in list(run.remaining_tasks())[:tasks]:
+            run.train_task(t)
+    return run
+
+
 def read_results(run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())
 

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 import fif.train.components as components
+from conftest import train_tasks
 from fif.train.run import run_experiment
 from fif.config import compose
 from fif.errors import FifError
@@ -23,8 +24,11 @@ def _cpu(model: torch.nn.Module) -> State:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
-def run_recorded(monkeypatch, tmp_path: Path, method: str, tasks: int, *overrides: str) -> dict:
-    """Run the loop; record the weights each task starts from ("init") and ends with ("theta")."""
+def run_recorded(monkeypatch, tmp_path: Path, method: str, tasks: int, *overrides: str, whole: bool = False) -> dict:
+    """Train ``tasks`` tasks; record the weights each task starts from ("init") and ends with ("theta").
+
+    ``whole``: a whole run (evaluations, results.json); otherwise the training phases alone, which is
+    all the merge formulas need."""
     record: dict = {"init": [], "theta": [], "eval": []}
     real_build = components.build_method
 
@@ -48,7 +52,10 @@ def run_recorded(monkeypatch, tmp_path: Path, method: str, tasks: int, *override
     monkeypatch.setattr(components, "build_method", build)
     cfg = compose([f"log.folder={tmp_path}", f"log.name={method}", f"continual.method={method}",
                    f"experiment.task.num={tasks}", *SHORT, *overrides])
-    record["results"] = run_experiment(cfg, echo=lambda *_: None).results
+    if whole:
+        record["results"] = run_experiment(cfg, echo=lambda *_: None).results
+    else:
+        train_tasks(cfg)
     record["run_dir"] = tmp_path / method
     return record
 
@@ -67,7 +74,7 @@ def combine(states: list[State], weights: list[float]) -> State:
 
 
 def test_ema_paint_trains_from_and_evaluates_the_running_average(monkeypatch, tmp_path, mini_root):
-    rec = run_recorded(monkeypatch, tmp_path, "ema_paint", 2)
+    rec = run_recorded(monkeypatch, tmp_path, "ema_paint", 2, whole=True)
     theta0, (theta1, theta2) = rec["init"][0], rec["theta"]
     m1 = {k: (theta1[k] + theta0[k]) / 2 for k in theta0}
     m2 = {k: (theta2[k] + m1[k]) / 2 for k in theta0}

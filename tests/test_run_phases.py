@@ -33,6 +33,12 @@ def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory, mini_root) -> dict:
+    """The results of the same short run made whole (run_experiment), to compare the phases with."""
+    return run_experiment(_cfg(tmp_path_factory.mktemp("whole"), "whole"), quiet).results
+
+
 def test_build_alone_writes_the_config_but_no_results(tmp_path, mini_root):
     with Run(_cfg(tmp_path, "built"), quiet) as run:
         run.build()
@@ -60,25 +66,12 @@ def test_one_task_trains_without_any_evaluation(tmp_path, mini_root, monkeypatch
     assert run.results.tasks == [] and not (tmp_path / "train_only" / "results.json").exists()
 
 
-def test_phases_in_order_equal_a_whole_run(tmp_path, mini_root):
-    whole = run_experiment(_cfg(tmp_path, "whole"), quiet).results
-    with Run(_cfg(tmp_path, "phased"), quiet) as run:
-        run.build()
-        zero = run.zero_shot()
-        for t in run.remaining_tasks():
-            seconds = run.train_task(t)  # train, then evaluate, then record
-            run.record(t, run.evaluate(t), seconds)
-        phased = run.finish().results
-    assert zero["per_dataset"] == whole["zero_shot"]["per_dataset"]
-    assert [t["per_dataset"] for t in phased["tasks"]] == [t["per_dataset"] for t in whole["tasks"]]
-    assert phased["averaged"] == whole["averaged"] and phased["status"] == "complete"
-
-
-def test_restore_continues_from_the_task_end_checkpoint(tmp_path, mini_root):
+def test_phases_and_a_restore_equal_a_whole_run(tmp_path, whole):
+    """build, zero_shot, train_task, evaluate, record; then a second Run: build, restore, continue, finish."""
     cfg = _cfg(tmp_path, "restored")
     with Run(cfg, quiet) as first:
         first.build()
-        first.zero_shot()
+        zero = first.zero_shot()
         seconds = first.train_task(0)
         first.record(0, first.evaluate(0), seconds)
         seen = first.samples_seen
@@ -92,8 +85,9 @@ def test_restore_continues_from_the_task_end_checkpoint(tmp_path, mini_root):
         seconds = second.train_task(1)
         second.record(1, second.evaluate(1), seconds)
         resumed = second.finish().results
-    whole = run_experiment(_cfg(tmp_path, "reference"), quiet).results
+    assert zero["per_dataset"] == whole["zero_shot"]["per_dataset"]
     assert [t["per_dataset"] for t in resumed["tasks"]] == [t["per_dataset"] for t in whole["tasks"]]
+    assert resumed["averaged"] == whole["averaged"] and resumed["status"] == "complete"
 
 
 def test_a_failing_phase_still_closes_the_trackers(tmp_path, mini_root, monkeypatch):

@@ -1,6 +1,6 @@
 """``fif flops``: the compute and memory cost of every method on one backbone, and the steps a budget buys.
 
-Kept apart from cli.py so the entry point stays a short table of commands.
+Kept apart from cli/main.py so the entry point stays a short table of commands.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``fif results`` (a table of runs' scores) and ``fif report`` (a self-contained HTML page).
 
-Kept apart from cli.py so the entry point stays a short table of commands.
+Kept apart from cli/main.py so the entry point stays a short table of commands.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``fif streams build`` and ``fif data show``: the stream-building and dataset-viewing commands.
 
-Kept apart from cli.py so the entry point stays a short table of commands.
+Kept apart from cli/main.py so the entry point stays a short table of commands.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``fif run -m``: run a sweep and print one table of A_KA / A_ZS / GM for all its runs.
 
-Kept apart from cli.py so the entry point stays a short table of commands. Exit status: 0 when
+Kept apart from cli/main.py so the entry point stays a short table of commands. Exit status: 0 when
 every run completed, 1 when any failed (each failure is a row of the table), 2 for bad input.
 """
 
