@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from omegaconf import DictConfig
 
-from fif.budget.plan import BudgetPlan, budget_settings, plan_task_budget
+from fif.budget.plan import BudgetPlan, budget_settings, plan_task_budget, steps_without_budget
 from fif.data.format.fif_format import ADAPTATION, EVALUATION, DatasetSpec
 from fif.data.format.registry import resolve_registry
 from fif.data.format.streams import StreamEntry, make_tasks, stream_source
@@ -57,8 +57,7 @@ def check_config(cfg: DictConfig, dist: DistContext = SINGLE) -> DataSettings:
     check_batch_divisible(settings.batch_size, dist)
     method_class(str(cfg.continual.method))  # fail on a typo before any data is read
     EvalProtocol.check(cfg)  # likewise the scheduler, validation-mode and subset keys
-    if budget_settings(cfg).unit is None:  # with a budget, the plan decides the steps once the model is built
-        TaskSettings.from_config(cfg).steps_from_samples
+    steps_without_budget(cfg)  # a bad task or budget block fails here (with a budget, the plan decides the steps)
     batch_split(settings.batch_size, settings.mixture)  # validate the shares
     return settings
 
