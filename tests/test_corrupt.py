@@ -169,16 +169,43 @@ def _shard(path: Path, images: list[bytes]) -> Path:
     return path
 
 
+def _pool_builder(shard: Path, skip_corrupt: bool) -> BatchBuilder:
+    backbone = build_backbone("mini_clip")
+    pool = PoolStream([shard], seed=0, shuffle_buffer=1)
+    return BatchBuilder(None, pool, backbone.train_transform, backbone.tokenizer, seed=0, skip_corrupt=skip_corrupt)
+
+
 def test_a_corrupt_pool_sample_is_a_one_line_error_or_skipped(tmp_path):
     good = [_png(c) for c in ("red", "green", "blue", "white")]
     shard = _shard(tmp_path / "shard-0.tar", [good[0], good[1][:40], good[2], good[3]])
+    records = PoolStream([shard], seed=0, shuffle_buffer=1).take(4)  # the stream hands out undecoded records
     with pytest.raises(CorruptSampleError) as error:
-        PoolStream([shard], seed=0, shuffle_buffer=1).take(4)
+        records[1].decode()
     assert f"{shard}:0001.png" in str(error.value) and "\n" not in str(error.value)
-    pool = PoolStream([shard], seed=0, shuffle_buffer=1, skip_corrupt=True)
-    captions = [caption for _, caption in pool.take(6)]  # two epochs of the 3 readable samples
-    assert sorted(captions[:3]) == ["caption 0", "caption 2", "caption 3"] and len(captions) == 6
-    assert pool.skipped == {f"{shard}:0001.png": 2}
+    assert [records[i].decode()[1] for i in (0, 2, 3)] == ["caption 0", "caption 2", "caption 3"]
+    with pytest.raises(CorruptSampleError, match=f"{shard}:0001.png"):
+        _pool_builder(shard, skip_corrupt=False).build(BatchPlan([], [], 4), task=0, step=0)
+    # skip_corrupt: the corrupt slot gets another pool sample of the same batch (seeded by task/step/slot)
+    builder = _pool_builder(shard, skip_corrupt=True)
+    batch = builder.build(BatchPlan([], [], 4), task=0, step=0)
+    again = _pool_builder(shard, skip_corrupt=True).build(BatchPlan([], [], 4), task=0, step=0)
+    assert len(batch) == 4 and batch.sources["pretraining"] == 4
+    assert torch.equal(batch.images, again.images) and torch.equal(batch.texts, again.texts)
+    assert builder.skipped == {f"{shard}:0001.png": 1}
+    assert builder.pool.state_dict()["consumed"] == 4  # the stream moved on by the batch, corrupt sample included
     broken = _shard(tmp_path / "shard-1.tar", [good[0][:40], good[1][:40]])
-    with pytest.raises(FifError, match="no readable samples"):
-        PoolStream([broken], seed=0, shuffle_buffer=1, skip_corrupt=True).take(1)
+    with pytest.raises(FifError, match="no readable replacement for a corrupt pretraining pool sample of task 0"):
+        _pool_builder(broken, skip_corrupt=True).build(BatchPlan([], [], 2), task=0, step=0)
+
+
+def test_a_pool_sample_without_a_caption_is_named(tmp_path):
+    shard = tmp_path / "shard-0.tar"
+    with tarfile.open(shard, "w") as tar:
+        info = tarfile.TarInfo("0000.png")
+        data = _png("red")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(CorruptSampleError) as error:
+        PoolStream([shard], seed=0).take(1)[0].decode()
+    assert str(error.value) == (f"pretraining pool sample {shard}:0000 has no caption "
+                                f"(expected a .txt/.caption/.json member)")

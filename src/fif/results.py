@@ -7,7 +7,7 @@ report, resume). Its shape (scores in percent)::
      <evaluation protocol fields>, "world_size": N,
      "zero_shot": POINT, ["zero_shot_subset": POINT,]
      "tasks": [POINT + {"task", "subset_evaluation", "classes", "samples_seen", "gflops", "seconds",
-                         "train_seconds", "buffer_samples"}, ...],
+                         "train_seconds", "data_wait_seconds", "buffer_samples"}, ...],
      "final": POINT, "averaged": HEADLINE, "seconds": ..,
      ["skipped_corrupt": N, "skipped_corrupt_files": {file: count}]}
 

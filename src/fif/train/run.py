@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from fif.config import public_config, to_container
+from fif.data.samples.loader import step_batches
 from fif.data.samples.mixture import MixtureSampler, batch_split
 from fif.data.samples.task_batches import task_batches
 from fif.errors import FifError
@@ -82,6 +83,7 @@ class Run:
         self.position = Position(0, 0, 0)  # where training continues: task, step in it, global step
         self.steps = 0
         self.gflops_per_sample = 0.0
+        self.data_wait_seconds = 0.0  # the last train_task's time spent waiting for batches
         self.start = time.time()
         self._task_elapsed = 0.0  # seconds of the checkpointed task so far (resume inside a task)
         self._task_start = 0.0
@@ -188,7 +190,8 @@ class Run:
         classes = parts.tasks[t]
         task_indices = parts.catalogue.task_indices(classes)
         task = TaskInfo(t, len(parts.tasks), self.steps,
-                        sample_batches=task_batches(parts.builder, task_indices, parts.settings.seed, t, self.steps))
+                        sample_batches=task_batches(parts.builder, task_indices, parts.settings.seed, t, self.steps,
+                                                    parts.loader))
         counts = batch_split(parts.settings.batch_size, parts.settings.mixture, buffer_empty=len(parts.buffer) == 0,
                              pool_available=parts.pool is not None)
         sampler = MixtureSampler(parts.settings.seed, t, task_indices, parts.buffer.indices(), counts)
@@ -215,13 +218,14 @@ class Run:
         point = self._results.record_task(
             point, task=t + 1, subset_evaluation=subset, classes=classes, samples_seen=self.samples_seen,
             gflops=self.gflops_per_sample * self.samples_seen, seconds=time.time() - self._task_start,
-            train_seconds=train_seconds, buffer_samples=len(parts.buffer))
+            train_seconds=train_seconds, data_wait_seconds=self.data_wait_seconds, buffer_samples=len(parts.buffer))
         self.tracker.log("eval", task=t + 1, **{k: point[k] for k in (*EVAL_EVENT_KEYS, "gflops")},
                          seconds=point["seconds"])
         rate = self.steps * parts.settings.batch_size / train_seconds
         self.echo(f"task {t + 1:>3}/{len(parts.tasks):<3}   A_KA {point['A_KA']:6.2f}  A_ZS {point['A_ZS']:6.2f}  "
                   f"GM {point['geometric_mean']:6.2f}  ({classes} classes, {self.steps} steps, "
-                  f"{rate:.0f} samples/s, {point['seconds']:.1f}s)")
+                  f"{rate:.0f} samples/s, data wait {100 * self.data_wait_seconds / max(train_seconds, 1e-9):.0f}%, "
+                  f"{point['seconds']:.1f}s)")
         self._write_results()
         self._checkpoint(Position(t + 1, 0, self.global_step))
         return point
@@ -231,8 +235,7 @@ class Run:
         parts, results = self._parts, self._results
         skipped = None
         if parts.settings.skip_corrupt:
-            skipped = skipped_record([parts.builder.skipped, parts.pool.skipped if parts.pool else {},
-                                      parts.suite.skipped])
+            skipped = skipped_record([parts.builder.skipped, parts.suite.skipped])
             if skipped["skipped_corrupt_files"]:
                 self.echo(f"skipped {skipped['skipped_corrupt']} corrupt samples in "
                           f"{len(skipped['skipped_corrupt_files'])} files (experiment.dataset.skip_corrupt=true; "
@@ -249,18 +252,29 @@ class Run:
 
     # ------------------------------------------------------------------ inside the phases
     def _steps(self, t: int, sampler: MixtureSampler, first_step: int) -> None:
-        """The optimizer steps of task ``t`` from ``first_step`` on (checkpoints where due)."""
+        """The optimizer steps of task ``t`` from ``first_step`` on (checkpoints where due).
+
+        Batches come from ``parts.loader`` workers, prefetched; ``data_wait_seconds`` is the time this
+        loop sat waiting for the next batch (the input pipeline's share of the task's training time).
+        """
         parts, batch_size = self._parts, self._parts.settings.batch_size
         bar = tqdm(range(first_step, self.steps), desc=f"task {t + 1}/{len(parts.tasks)}", unit="step", leave=False,
                    disable=not self.cfg.log.progress or not self.dist.is_main, dynamic_ncols=True)
+        plans = ((step, sampler.plan(step)) for step in range(first_step, self.steps))
+        candidates = {"update": sampler.task_indices, "buffer": sampler.buffer_indices}
+        batches = step_batches(parts.builder, plans, t, candidates, parts.loader, slots=shard(batch_size, self.dist))
+        self.data_wait_seconds = 0.0
         for step in bar:
-            batch = parts.builder.build(sampler.plan(step), t, step, slots=shard(batch_size, self.dist))
+            waiting = time.perf_counter()
+            batch = next(batches)
+            self.data_wait_seconds += time.perf_counter() - waiting
             stats = parts.method.observe(batch)
             self.samples_seen += batch_size
             rate = (step + 1) * batch_size / max(time.time() - self._task_start, 1e-9)
             bar.set_postfix(loss=f"{stats['loss']:.3f}", samples_s=f"{rate:.0f}")
             if step % STEP_LOG_EVERY == 0 or step == self.steps - 1:
-                self.tracker.log("step", task=t + 1, step=step, samples_seen=self.samples_seen, **stats)
+                self.tracker.log("step", task=t + 1, step=step, samples_seen=self.samples_seen,
+                                 data_wait=self.data_wait_seconds, **stats)
             self.global_step += 1
             if self.checkpoints.due_inside_task(self.global_step, step + 1, self.steps):
                 self._checkpoint(Position(t, step + 1, self.global_step), time.time() - self._task_start)

@@ -2,24 +2,37 @@
 
 The pool is never loaded into memory: webdataset reads shards sequentially through a shuffle
 buffer. The order is a pure function of (seed, epoch), and the stream counts what it has handed
-out (``position``: raw samples drawn from the epoch's shuffled order, corrupt ones included), so
-a resumed run re-opens the epoch and skips that many raw samples before decoding anything: the
-shuffle buffer itself is never saved, only where the stream stood in its deterministic order.
-Skipping costs reading (not decoding) up to one epoch of tar data, once per resume.
+out (``position``: raw samples drawn from the epoch's shuffled order), so a resumed run re-opens
+the epoch and skips that many raw samples before touching anything: the shuffle buffer itself is
+never saved, only where the stream stood in its deterministic order. Skipping costs reading up to
+one epoch of tar data, once per resume.
+
+The stream hands out *undecoded* samples (``PoolRecord``: the image bytes and the caption). Decoding
+is the expensive part and happens where the batch is built (a loader worker), so the walk through
+the shards stays sequential and deterministic while decoding runs in parallel. A record that does
+not decode is dealt with by the batch builder (a one-line error, or with ``skip_corrupt`` a
+replacement drawn from the same batch's pool samples).
+
+Because a loader reads ahead, the stream may stand several batches past what training has used.
+``settle(state)`` records the stream's state as of the last batch training consumed, and
+``state_dict()`` returns that state, so a checkpoint never includes prefetched samples.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import io
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from PIL import Image
 
+from fif.data.format.images import decode_rgb
 from fif.errors import CorruptSampleError, FifError
 
-IMAGE_KEYS = "png;jpg;jpeg;webp"
-TEXT_KEYS = "txt;caption;json"
+IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp")
+TEXT_EXTENSIONS = ("txt", "caption", "json")
 
 
 def find_shards(folder: str | Path, limit: int | None = None) -> list[Path]:
@@ -30,82 +43,110 @@ def find_shards(folder: str | Path, limit: int | None = None) -> list[Path]:
     return shards[:limit] if limit else shards
 
 
-class PoolStream:
-    """Endless shuffled (image, caption) stream over tar shards.
+@dataclass(frozen=True)
+class PoolRecord:
+    """One undecoded pool sample: cheap to hand to a worker process (bytes and a string)."""
 
-    A sample that fails to decode raises CorruptSampleError naming shard and key, unless
-    ``skip_corrupt``: then the stream moves on to its next sample and counts the skip in ``skipped``.
-    """
+    where: str  # shard:key, for error messages and skip counts
+    image_extension: str | None
+    image_bytes: bytes | None
+    caption_extension: str | None
+    caption_bytes: bytes | None
+
+    def decode(self) -> tuple[Image.Image, str]:
+        """The RGB image and the caption; a CorruptSampleError naming ``where`` if either is missing or broken."""
+        if self.image_bytes is None:
+            raise CorruptSampleError(f"pretraining pool sample {self.where} has no image "
+                                     f"(expected a .{'/.'.join(IMAGE_EXTENSIONS)} member)", self.where)
+        if self.caption_bytes is None:
+            raise CorruptSampleError(f"pretraining pool sample {self.where} has no caption "
+                                     f"(expected a .{'/.'.join(TEXT_EXTENSIONS)} member)", self.where)
+        image = decode_rgb(io.BytesIO(self.image_bytes), f"{self.where}.{self.image_extension}")
+        try:
+            text = self.caption_bytes.decode("utf-8")
+            if self.caption_extension == "json":  # json sidecar
+                sidecar = json.loads(text)
+                text = (sidecar.get("caption") or sidecar.get("text") or "") if isinstance(sidecar, dict) else sidecar
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise CorruptSampleError(f"pretraining pool sample {self.where}.{self.caption_extension} is not a "
+                                     f"readable caption ({type(error).__name__}: {error})", self.where) from None
+        return image, str(text)
+
+
+def _record(sample: dict[str, Any]) -> PoolRecord:
+    """A webdataset raw sample (extension -> bytes) as a PoolRecord."""
+    where = f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
+    image = next((ext for ext in IMAGE_EXTENSIONS if ext in sample), None)
+    text = next((ext for ext in TEXT_EXTENSIONS if ext in sample), None)
+    return PoolRecord(where, image, sample[image] if image else None, text, sample[text] if text else None)
+
+
+class PoolStream:
+    """Endless shuffled stream of undecoded pool samples over tar shards."""
 
     def __init__(self, shards: list[Path], seed: int, shuffle_buffer: int = 5000, skip_corrupt: bool = False) -> None:
         if not shards:
             raise FifError("the pretraining pool has no shards")
         self.shards, self.seed, self.shuffle_buffer = [str(s) for s in shards], seed, shuffle_buffer
-        self.skip_corrupt = skip_corrupt
-        self.skipped: Counter[str] = Counter()
+        self.skip_corrupt = skip_corrupt  # read by the batch builder, which decodes
         self.consumed = 0  # samples handed out, all epochs
         self.epoch = 0
-        self.position = 0  # raw samples drawn from this epoch's shuffled order (corrupt ones included)
+        self.position = 0  # raw samples drawn from this epoch's shuffled order
         self._epoch_start = 0  # ``consumed`` when this epoch began (an epoch that yields nothing is an error)
-        self._skip = 0  # resume: raw samples of this epoch to pass over undecoded
+        self._skip = 0  # resume: raw samples of this epoch to pass over
         self._iterator: Iterator | None = None
+        self._settled: dict[str, Any] | None = None  # the state as of the last batch training used
 
-    def _epoch_iterator(self) -> Iterator:
+    def _epoch_iterator(self) -> Iterator[dict[str, Any]]:
         import webdataset as wds
 
         seed = self.seed * 1000 + self.epoch
         dataset = (wds.WebDataset(self.shards, shardshuffle=len(self.shards), seed=seed, detshuffle=True,
                                   empty_check=False, nodesplitter=None, workersplitter=None)
                    .shuffle(self.shuffle_buffer, seed=seed)
-                   .compose(self._track)
-                   .decode("pil", handler=self._on_decode_error)
-                   .to_tuple(IMAGE_KEYS, TEXT_KEYS))
+                   .compose(self._track))
         return iter(dataset)
 
     def _track(self, samples: Iterator[dict]) -> Iterator[dict]:
-        """Count raw samples in shuffled order; pass over the first ``_skip`` (a resume) without decoding."""
+        """Count raw samples in shuffled order; pass over the first ``_skip`` (a resume)."""
         for sample in samples:
             self.position += 1
             if self.position > self._skip:
                 yield sample
 
-    def _on_decode_error(self, error: Exception) -> bool:
-        """webdataset handler: True skips the sample; otherwise a one-line error naming it."""
-        where = f"{getattr(error, 'url', '?')}:{getattr(error, 'key', '?')}.{getattr(error, 'k', '?')}"
-        if not self.skip_corrupt:
-            cause = error.__cause__ or error
-            raise CorruptSampleError(f"pretraining pool sample {where} is corrupt "
-                                     f"({type(cause).__name__}: {cause})") from None
-        self.skipped[where] += 1
-        return True
-
-    def next(self) -> tuple[Image.Image, str]:
+    def next(self) -> PoolRecord:
         while True:
             if self._iterator is None:
                 self._iterator = self._epoch_iterator()
             try:
-                image, caption = next(self._iterator)
+                sample = next(self._iterator)
             except StopIteration:
                 if self.consumed == self._epoch_start:
                     raise FifError(f"the pretraining pool ({len(self.shards)} shards from {self.shards[0]}) has "
-                                   f"no readable samples") from None
+                                   f"no samples") from None
                 self.epoch += 1
                 self.position, self._skip, self._epoch_start = 0, 0, self.consumed
                 self._iterator = None
                 continue
             self.consumed += 1
-            if isinstance(caption, dict):  # json sidecar
-                caption = caption.get("caption") or caption.get("text") or ""
-            return image.convert("RGB"), str(caption)
+            return _record(sample)
 
-    def take(self, count: int) -> list[tuple[Image.Image, str]]:
+    def take(self, count: int) -> list[PoolRecord]:
         return [self.next() for _ in range(count)]
 
-    def state_dict(self) -> dict[str, Any]:
-        """Where the stream stands (plain values: ``torch.load(weights_only=True)`` reads them)."""
+    def live_state(self) -> dict[str, Any]:
+        """Where the stream's reader stands now (possibly ahead of training: see ``settle``)."""
         return {"seed": self.seed, "shards": len(self.shards), "shuffle_buffer": self.shuffle_buffer,
                 "epoch": self.epoch, "consumed": self.consumed, "position": self.position,
-                "epoch_start": self._epoch_start, "skipped": dict(self.skipped)}
+                "epoch_start": self._epoch_start}
+
+    def settle(self, state: dict[str, Any]) -> None:
+        """Training has used every sample up to ``state`` (a ``live_state()`` taken after them)."""
+        self._settled = state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where training stands in the stream (plain values: ``torch.load(weights_only=True)`` reads them)."""
+        return dict(self._settled if self._settled is not None else self.live_state())
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue where ``state`` stood: the next sample is the one the saved stream would hand out next."""
@@ -117,5 +158,5 @@ class PoolStream:
                                f"pool_shuffle_buffer must match the run's)")
         self.epoch, self.consumed = int(state["epoch"]), int(state["consumed"])
         self._epoch_start, self._skip, self.position = int(state["epoch_start"]), int(state["position"]), 0
-        self.skipped = Counter({str(k): int(v) for k, v in state["skipped"].items()})
         self._iterator = None
+        self._settled = {**mine, **{k: state[k] for k in ("epoch", "consumed", "position", "epoch_start")}}
