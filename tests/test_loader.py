@@ -150,3 +150,20 @@ def test_a_run_with_workers_equals_the_run_without(mini_root, tmp_path):
         results["config"]["log"].pop("name")
     assert without_timing(serial) == without_timing(parallel)
     assert all(task["data_wait_seconds"] >= 0 for task in parallel["tasks"])
+
+
+def test_evaluation_with_workers_and_uint8_crops_scores_what_one_process_scores(mini_root):
+    from fif.eval.suite import EvalSuite
+
+    backbone = build_backbone("mini_clip")
+    registry = load_registry(mini_root / "datasets.json")
+    specs = [registry[name] for name in list(registry)[:2]]
+
+    def scores(workers: int, uint8: bool) -> dict:
+        suite = EvalSuite(mini_root, specs, backbone.eval_transform, preload=False, batch_size=64, num_workers=workers)
+        if uint8:
+            assert suite.normalise_on_device()
+        return suite.evaluate(backbone.model, backbone.tokenizer, torch.device("cpu"))
+
+    serial = scores(0, False)
+    assert scores(2, True) == serial

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from fif.data.format.fif_format import DatasetSpec, Split, read_split
+from fif.data.samples.pixels import PixelFinish, split_transform
 from fif.errors import CorruptSampleError
 from fif.eval.retrieval import recall_at_k
 from fif.eval.zero_shot import class_embeddings, top1_accuracy
@@ -76,6 +77,9 @@ class EvalSuite:
         self.skipped: Counter[str] = Counter()  # corrupt test files left out (counted once per file)
         self.dist = dist  # under torchrun: each rank encodes its shard, features are gathered
         self.sets: list[EvalSet] = []
+        self._loader_transform: Callable = transform  # see ``for_device``
+        self._finish: PixelFinish | None = None
+        self._pin_memory = False
         self._subset_cache: dict[str, tuple[tuple[int, ...], EvalSet]] = {}  # name -> (indices, restricted set)
         for spec in specs:
             split = (splits or {}).get(spec.name)
@@ -90,6 +94,21 @@ class EvalSuite:
                 self.sets.append(EvalSet(spec, split, torch.stack([t for _, t in loaded]), [i for i, _ in loaded]))
             else:
                 self.sets.append(EvalSet(spec, split, None))
+
+    def for_device(self, device: torch.device) -> EvalSuite:
+        """On a GPU: pinned loader batches of uint8 crops, normalised on the device (``normalise_on_device``)."""
+        if device.type == "cuda":
+            self.normalise_on_device()
+            self._pin_memory = True
+        return self
+
+    def normalise_on_device(self) -> bool:
+        """Loader workers ship uint8 crops (4x fewer bytes per image) and the scaling and normalisation run
+        where the model is, with the same values (fif.data.samples.pixels); False if the transform can't split."""
+        split = split_transform(self.transform)
+        if split is not None:
+            self._loader_transform, self._finish = split
+        return split is not None
 
     def _corrupt(self, corrupt: list[tuple[int, CorruptSampleError]]) -> None:
         """Stop on the first corrupt test image, or (skip_corrupt) record it as left out."""
@@ -108,14 +127,18 @@ class EvalSuite:
                        for i, chunk in zip(range(0, len(kept_mine), self.batch_size), images.split(self.batch_size))]
         else:
             mine = shard(len(eval_set.split), self.dist)
-            loader = DataLoader(Subset(_SplitImages(eval_set.split, self.transform), mine), batch_size=self.batch_size,
-                                num_workers=self.num_workers, collate_fn=_collate)
+            loader = DataLoader(Subset(_SplitImages(eval_set.split, self._loader_transform), mine),
+                                batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=_collate,
+                                pin_memory=self._pin_memory)
             batches = self._readable(loader)
         features, kept = [], []
         with autocast_for(device):
             for indices, batch in batches:
                 if len(indices):
-                    features.append(model.encode_image(batch.to(device, non_blocking=True)).float())
+                    pixels = batch.to(device, non_blocking=True)
+                    if pixels.dtype == torch.uint8:  # a loader batch of uint8 crops (``for_device``)
+                        pixels = self._finish(pixels)
+                    features.append(model.encode_image(pixels).float())
                     kept.extend(indices)
         local = torch.cat(features) if features else torch.zeros(0, model.visual.output_dim, device=device)
         gathered = gather_rows(local, self.dist)

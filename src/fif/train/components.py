@@ -101,7 +101,8 @@ class RunComponents:
 
 
 def _evaluation_suite(cfg: DictConfig, root: Path, specs: list[DatasetSpec], backbone: Backbone,
-                      protocol: EvalProtocol, settings: DataSettings, dist: DistContext) -> EvalSuite:
+                      protocol: EvalProtocol, settings: DataSettings, dist: DistContext,
+                      device: torch.device) -> EvalSuite:
     ds = cfg.experiment.dataset
     templates = list(cfg.evaluation.templates) if cfg.evaluation.templates else None
     suite = EvalSuite(root, specs, backbone.eval_transform, ds.info_dir,
@@ -110,7 +111,7 @@ def _evaluation_suite(cfg: DictConfig, root: Path, specs: list[DatasetSpec], bac
                       templates=templates, skip_corrupt=settings.skip_corrupt, splits=protocol.eval_splits,
                       tar=bool(ds.tar), resized=bool(ds.create_resized_variant_if_possible), dist=dist)
     protocol.attach(suite)
-    return suite
+    return suite.for_device(device)
 
 
 def _training_data(cfg: DictConfig, root: Path, registry: dict[str, DatasetSpec], entries: list[StreamEntry],
@@ -142,7 +143,7 @@ def build_components(cfg: DictConfig, device: torch.device, dist: DistContext, w
     backbone.model.to(device)
     catalogue, pool = _training_data(cfg, root, registry, entries, protocol, settings)
     specs = protocol.keep([s for s in registry.values() if s.role in (ADAPTATION, EVALUATION)])
-    suite = _evaluation_suite(cfg, root, specs, backbone, protocol, settings, dist)
+    suite = _evaluation_suite(cfg, root, specs, backbone, protocol, settings, dist, device)
     largest_task = (max(len(catalogue.task_indices(classes)) for classes in tasks)  # caps EWC's Fisher charge
                     if budget_settings(cfg).unit is not None else None)  # only a budget needs it
     plan = plan_task_budget(cfg, backbone.model, device, largest_task)  # before the method changes the model
