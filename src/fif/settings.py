@@ -8,17 +8,23 @@ takes these objects instead of reading string keys out of the whole config.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from omegaconf import DictConfig
 
 from fif.errors import FifError
+
+if TYPE_CHECKING:
+    import torch
 
 # experiment.task.budget: what the budget is stated in, and how a step is profiled (fif.budget).
 BUDGET_KEY = "experiment.task.budget"
 UNITS = ("fullft_steps", "maf")
 PRECISIONS = ("fp32", "bf16")  # activations counted as a CPU run (fp32) or a CUDA AMP step (bf16)
 MEMORY_SOURCES = ("count", "allocator")  # peak memory counted from tensors, or the CUDA allocator's
+
+# experiment.compute: how the model step runs on the device (fused AdamW, TF32, compile, checkpointing).
+COMPUTE_KEY = "experiment.compute"
 
 # experiment.scheduler: the schedule names and options fif.optim.schedules implements.
 SCHEDULER_KEY = "experiment.scheduler"
@@ -66,6 +72,40 @@ class OptimizerSettings:
         block = cfg.experiment.optimizer
         clip = block.get("clip_grad_norm")
         return cls(float(block.lr), float(block.weight_decay), float(clip) if clip else None)
+
+
+@dataclass(frozen=True)
+class ComputeSettings:
+    """``experiment.compute``: how the model step runs on the device, never what it computes on the CPU default.
+
+    ``fused_adamw`` is auto (torch's fused AdamW kernel on CUDA, the plain loop elsewhere), true or
+    false; ``tf32`` lets CUDA's fp32 matmuls and convolutions use TF32 tensor cores; ``compile``
+    torch.compiles the trained model's forward; ``grad_checkpointing`` recomputes the activations in
+    the backward pass. Keys missing from older configs take these defaults.
+    """
+
+    fused_adamw: bool | None = None  # None: auto
+    tf32: bool = True
+    compile: bool = False
+    grad_checkpointing: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> ComputeSettings:
+        block = cfg.experiment.get("compute") or {}
+        fused = block.get("fused_adamw", "auto")
+        if not (isinstance(fused, bool) or fused == "auto"):
+            raise FifError(f"{COMPUTE_KEY}.fused_adamw={fused!r} is not valid: expected auto, true or false")
+        flags = {}
+        for name in ("tf32", "compile", "grad_checkpointing"):
+            value = block.get(name, getattr(cls, name))
+            if not isinstance(value, bool):
+                raise FifError(f"{COMPUTE_KEY}.{name}={value!r} is not valid: expected true or false")
+            flags[name] = value
+        return cls(fused_adamw=None if fused == "auto" else fused, **flags)
+
+    def fused_for(self, device: torch.device) -> bool:
+        """Whether AdamW runs torch's fused kernel on ``device`` (auto: on CUDA only)."""
+        return device.type == "cuda" if self.fused_adamw is None else self.fused_adamw
 
 
 @dataclass(frozen=True)

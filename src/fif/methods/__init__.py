@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from fif.errors import FifError
 from fif.methods.adapters import DoRAMethod, LoRAMethod, VeRAMethod
 from fif.methods.base import ContinualMethod, TaskInfo
+from fif.methods.compute import apply_compute
 from fif.methods.context import MethodContext
 from fif.methods.finetune import Finetune
 from fif.methods.merging import MERGING_METHODS
@@ -26,7 +27,7 @@ METHODS.update({m.name: m for m in (LoRAMethod, DoRAMethod, VeRAMethod)})  # par
 METHODS.update({m.name: m for m in (BitFit, LNFit, EWC, SI)})  # selective + regularisation
 METHODS.update(MERGING_METHODS)  # model merging
 
-__all__ = ["METHODS", "ContinualMethod", "MethodContext", "TaskInfo", "build_method", "method_class"]
+__all__ = ["METHODS", "ContinualMethod", "MethodContext", "TaskInfo", "apply_compute", "build_method", "method_class"]
 
 
 def method_class(name: str) -> type[ContinualMethod]:
@@ -40,8 +41,9 @@ def build_method(cfg: DictConfig, model: torch.nn.Module, device: torch.device, 
     """The configured method on ``model``, ready for its first task.
 
     It gets its own ``continual.<name>`` block and the run's context (device, torchrun context,
-    ``work_dir`` for its files, optimizer, schedule, batch size, locked towers), then ``setup()``
-    prepares the model (adapters, what trains).
+    ``work_dir`` for its files, optimizer, schedule, batch size, locked towers, experiment.compute),
+    then ``setup()`` prepares the model (adapters, what trains). The run then calls
+    ``apply_compute(method)`` (TF32, checkpointing, compile) once the budget is planned.
     """
     name = str(cfg.continual.method)
     cls = method_class(name)

@@ -126,7 +126,7 @@ class GradientMethod(ContinualMethod):
     def _make_optimizer(self) -> torch.optim.Optimizer:
         settings = self.context.optimizer
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        return build_adamw(named, settings.lr, settings.weight_decay)
+        return build_adamw(named, settings.lr, settings.weight_decay, fused=self.context.compute.fused_for(self.device))
 
     def begin_task(self, task: TaskInfo) -> None:
         super().begin_task(task)

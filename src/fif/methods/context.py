@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from fif.optim.schedules import Schedule
 from fif.runtime.distributed import SINGLE, DistContext
-from fif.settings import OptimizerSettings, TaskSettings
+from fif.settings import ComputeSettings, OptimizerSettings, TaskSettings
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class MethodContext:
     lock_text: bool = False  # experiment.backbone.freeze_head: the text tower (and logit scale) stays frozen
     dist: DistContext = SINGLE  # the torchrun context (world size 1: a plain run)
     work_dir: Path | None = None  # a folder for the method's own files (a run uses <run>/method)
+    compute: ComputeSettings = ComputeSettings()  # experiment.compute: fused AdamW, TF32, compile, checkpointing
 
     @classmethod
     def from_config(cls, cfg: DictConfig, device: torch.device, dist: DistContext = SINGLE,
@@ -34,4 +35,5 @@ class MethodContext:
                    batch_size=TaskSettings.from_config(cfg).batch_size,
                    lock_image=bool(backbone.get("freeze_features", False)),
                    lock_text=bool(backbone.get("freeze_head", False)),
-                   dist=dist, work_dir=Path(work_dir) if work_dir is not None else None)
+                   dist=dist, work_dir=Path(work_dir) if work_dir is not None else None,
+                   compute=ComputeSettings.from_config(cfg))

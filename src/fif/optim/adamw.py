@@ -20,9 +20,13 @@ def open_clip_no_decay(name: str, parameter: torch.nn.Parameter) -> bool:
 
 
 def build_adamw(named_parameters: Iterable[tuple[str, torch.nn.Parameter]], lr: float, weight_decay: float,
-                no_decay: NoDecayRule = open_clip_no_decay) -> torch.optim.AdamW:
-    """AdamW over ``named_parameters``: the decayed group first, then the ``no_decay`` one (weight decay 0)."""
+                no_decay: NoDecayRule = open_clip_no_decay, fused: bool = False) -> torch.optim.AdamW:
+    """AdamW over ``named_parameters``: the decayed group first, then the ``no_decay`` one (weight decay 0).
+
+    ``fused=True``: torch's fused kernel (one launch for all tensors; the same update up to float
+    rounding); False: torch's default implementation (for-each on CUDA, the per-tensor loop on CPU).
+    """
     named = list(named_parameters)
     groups = [{"params": [p for n, p in named if not no_decay(n, p)], "weight_decay": weight_decay},
               {"params": [p for n, p in named if no_decay(n, p)], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=BETAS, eps=EPS)
+    return torch.optim.AdamW(groups, lr=lr, betas=BETAS, eps=EPS, **({"fused": True} if fused else {}))

@@ -1,4 +1,4 @@
-"""Where and in which precision a run computes: the device, autocast, global seeding.
+"""Where and in which precision a run computes: the device, autocast, TF32, global seeding.
 
 The bottom layer: methods, evaluation and data import it; it imports nothing of the project but
 its errors.
@@ -29,6 +29,15 @@ def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def allow_tf32(device: torch.device, enabled: bool) -> None:
+    """On CUDA: let fp32 matmuls and cuDNN convolutions (those outside bf16 autocast) use TF32 tensor
+    cores, or forbid it; on any other device nothing changes (torch's process-wide flags stay as they are)."""
+    if device.type != "cuda":
+        return
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
 
 
 def seed_everything(seed: int) -> None:

@@ -30,10 +30,10 @@ from fif.data.samples.pool import PoolStream
 from fif.errors import FifError
 from fif.eval.protocol import EvalProtocol
 from fif.eval.suite import EvalSuite
-from fif.methods import ContinualMethod, build_method, method_class
+from fif.methods import ContinualMethod, apply_compute, build_method, method_class
 from fif.models.backbone import Backbone, build_backbone
 from fif.runtime.distributed import SINGLE, DistContext, check_batch_divisible
-from fif.settings import TaskSettings
+from fif.settings import ComputeSettings, TaskSettings
 
 Echo = Callable[..., object]
 
@@ -76,6 +76,7 @@ def check_config(cfg: DictConfig, dist: DistContext = SINGLE) -> DataSettings:
     EvalProtocol.check(cfg)  # likewise the scheduler, validation-mode and subset keys
     steps_without_budget(cfg)  # a bad task or budget block fails here (with a budget, the plan decides the steps)
     batch_split(settings.batch_size, settings.mixture)  # validate the shares
+    ComputeSettings.from_config(cfg)  # experiment.compute
     return settings
 
 
@@ -148,6 +149,7 @@ def build_components(cfg: DictConfig, device: torch.device, dist: DistContext, w
                     if budget_settings(cfg).unit is not None else None)  # only a budget needs it
     plan = plan_task_budget(cfg, backbone.model, device, largest_task)  # before the method changes the model
     method = build_method(cfg, backbone.model, device, dist=dist, work_dir=work_dir)
+    apply_compute(method)  # experiment.compute: TF32, grad checkpointing, compile (after the plan: it counts the plain step)
     builder = BatchBuilder(catalogue, pool, backbone.train_transform, backbone.tokenizer, settings.seed,
                            settings.skip_corrupt)
     if device.type == "cuda":  # workers ship uint8 crops, normalised on the GPU (4x fewer bytes to copy)

@@ -86,13 +86,14 @@ class BatchBuilder:
         self.skip_corrupt = skip_corrupt
         self.skipped: Counter[str] = Counter()
         self.finish: PixelFinish | None = None
+        self._pixels: Callable = transform  # image -> tensor in ``assemble``: the whole transform, or its uint8 part
         self._corrupt: dict[int, str] = {}  # catalogue index -> file, so a bad file is read once (per process)
 
     def normalise_on_device(self) -> bool:
         """Return uint8 crops and normalise them in ``Batch.to`` (on the GPU); False if the transform can't split."""
         split = split_transform(self.transform)
         if split is not None:
-            self.transform, self.finish = split
+            self._pixels, self.finish = split
         return split is not None
 
     # ------------------------------------------------------------------ main process: what the step uses
@@ -146,7 +147,7 @@ class BatchBuilder:
         with torch.random.fork_rng(devices=[]):
             for slot, image in zip(job.slots, images):
                 torch.default_generator.manual_seed(hash((self.seed, job.task, job.step, slot)) % (2**31))  # 1 us
-                pixels.append(self.transform(image))
+                pixels.append(self._pixels(image))
         # default_collate stacks into shared memory inside a loader worker: no copy on the way out
         return Batch(default_collate(pixels), self.tokenizer(captions),
                      {name: sources[name] for name in ("update", "buffer", "pretraining")}, used, skipped,
