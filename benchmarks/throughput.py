@@ -67,6 +67,7 @@ from fif.models.backbone import Backbone, build_backbone
 BACKBONE = "openclip_vit_b16"
 MIXTURE = {"pretraining": 0.33, "update": 0.34, "buffer": 0.33}
 REFERENCE_WORKERS = 8  # the reference's dataset.num_workers, per DataLoader
+PREFETCH = 2  # experiment.dataset.prefetch default: batches each worker keeps ready
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference" / "fif"
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0}  # dense, SXM; --peak-tflops overrides
 FIF_TASKS, FIF_STEPS, FIF_BATCH, FIF_SUBSET = 20, 1420, 512, 0.1
@@ -295,7 +296,7 @@ def make_builder(p: Pipeline, uint8: bool) -> BatchBuilder:
 @dataclass
 class Rate:
     samples_per_s: float
-    warmup_s: float  # worker start-up and the warm-up batches (one per worker), not in the rate
+    warmup_s: float  # worker start-up and the warm-up batches, not in the rate
 
 
 def device() -> torch.device:
@@ -303,14 +304,14 @@ def device() -> torch.device:
 
 
 def time_step_batches(p: Pipeline, workers: int, uint8: bool, steps: int) -> Rate:
-    """Batches/s of ``step_batches`` after max(1, workers) warm-up batches (one per worker, so the rate is
-    steady state, not the head start the workers had). On CUDA each batch is also moved (and, uint8,
+    """Batches/s of ``step_batches`` after workers x prefetch + 1 warm-up batches (the batches the workers
+    made ahead before the clock starts are used up first, so the rate is steady state). On CUDA each batch is also moved (and, uint8,
     normalised) by ``Batch.to``; on the CPU it is not (that work belongs to the GPU)."""
     builder, target = make_builder(p, uint8), device()
     sampler = MixtureSampler(0, 1, p.task, p.buffer, p.counts)
-    warm = max(1, workers)
+    warm = workers * PREFETCH + 1  # drain the head start the workers had (prefetch each): steady state after
     plans = ((s, sampler.plan(s)) for s in range(warm + steps))
-    settings = LoaderSettings(workers=workers, prefetch=2, pin_memory=target.type == "cuda")
+    settings = LoaderSettings(workers=workers, prefetch=PREFETCH, pin_memory=target.type == "cuda")
     start = time.perf_counter()
     warmed = start
     batches = step_batches(builder, plans, 1, {"update": p.task, "buffer": p.buffer}, settings)
@@ -333,8 +334,8 @@ def section_input(p: Pipeline, limit: int, steps: int) -> dict[str, Any]:
     """Table of workers -> samples/s (float and uint8 batches), speedup vs 0 workers and efficiency."""
     where = "moved to the GPU by Batch.to" if device().type == "cuda" else "not moved (CPU run: no Batch.to)"
     print(f"\n1. input-only samples/s of the project's pipeline (batch {p.batch}: update {p.counts['update']}, "
-          f"buffer {p.counts['buffer']}, pretraining {p.counts['pretraining']}; {steps} timed batches after one "
-          f"warm-up batch per worker; batches {where})")
+          f"buffer {p.counts['buffer']}, pretraining {p.counts['pretraining']}; {steps} timed batches after "
+          f"workers x {PREFETCH} + 1 warm-up batches; batches {where})")
     print(f"   {'workers':>7} {'float samples/s':>16} {'speedup':>8} {'effic.':>7} {'warm-up s':>9} "
           f"{'uint8 samples/s':>16} {'speedup':>8} {'effic.':>7} {'warm-up s':>9}")
     rows = []
@@ -347,6 +348,11 @@ def section_input(p: Pipeline, limit: int, steps: int) -> dict[str, Any]:
             cells.append(f"{rate.samples_per_s:16,.0f} {speedup:7.2f}x {speedup / max(1, workers):6.0%} "
                          f"{rate.warmup_s:9.1f}")
         print(f"   {workers:7d} " + " ".join(cells))
+    one = dict(rows).get(1)
+    if one is not None:
+        for workers, rates in rows[2:]:
+            print(f"   {workers} workers vs 1 worker process: float {rates[0].samples_per_s / one[0].samples_per_s:.2f}x, "
+                  f"uint8 {rates[1].samples_per_s / one[1].samples_per_s:.2f}x (linear: {workers}x)")
     best = max(rows, key=lambda r: r[1][0].samples_per_s)
     best8 = max(rows, key=lambda r: r[1][1].samples_per_s)
     print("   uint8: workers return uint8 crops (PILToTensor) and Batch.to scales and normalises on the device; "
@@ -765,7 +771,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
                         min(args.workers_max or cores, 2), model, None if gpu else (2, 2), (4, 2))
     layout = Layout(args.images or 20_000, 40, 0.15, 8, 1000)
     return Settings(layout, args.batch or 512, args.steps or (40 if gpu else 4),
-                    args.input_steps or args.steps or (6 if gpu else 4), args.workers_max or cores,
+                    args.input_steps or args.steps or (6 if gpu else 16), args.workers_max or cores,
                     args.model or BACKBONE, None if gpu else (1, 4), (4, 2))
 
 

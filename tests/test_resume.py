@@ -155,6 +155,22 @@ def test_every_method_resumes_bit_identically(registry, reference, tmp_path, met
     assert_same_results(tmp_path / "run", uninterrupted)
 
 
+def test_a_run_fed_by_loader_workers_resumes_bit_identically_to_the_one_process_run(registry, reference, tmp_path):
+    """Two workers build the batches ahead (the pool stream read past the checkpoint): killed inside
+    task 1, the resumed run continues the pool after the last batch trained on, not after the prefetched ones."""
+    uninterrupted = reference("finetune")  # train_workers auto: 0 on the CPU
+    overrides = tiny(registry, tmp_path, "run", "finetune", "experiment.dataset.train_workers=2",
+                     "experiment.dataset.prefetch=3")
+    assert killed(first := fif_run(overrides, kill_at=2)), first.stderr
+    result = fif_run(overrides + ["log.resume=true"])
+    assert result.returncode == 0, result.stderr
+    resumed, plain = results_of(tmp_path / "run"), results_of(uninterrupted)
+    for results in (resumed, plain):
+        for key in ("train_workers", "prefetch"):
+            results["config"]["experiment"]["dataset"].pop(key)
+    assert resumed["status"] == "complete" and without_timing(resumed) == without_timing(plain)
+
+
 def test_a_truncated_newest_checkpoint_falls_back_to_the_previous_one(registry, reference, tmp_path):
     uninterrupted = reference("finetune")
     overrides = tiny(registry, tmp_path, "run", "finetune")
