@@ -37,6 +37,23 @@ def reference_dir() -> Path:
     return REFERENCE
 
 
+@pytest.fixture(scope="module")
+def mini():
+    """The shipped mini CLIP and one fixed batch of 8 random images with captions (one per test module:
+    tests may train the model)."""
+    import torch
+
+    from fif.data.samples.batches import Batch
+    from fif.models.backbone import build_backbone
+
+    backbone = build_backbone("mini_clip")
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(8, 3, 32, 32, generator=generator)
+    texts = backbone.tokenizer([f"a photo of a {w} shape" for w in
+                                ("red", "blue", "green", "round", "square", "small", "large", "striped")])
+    return backbone, Batch(images, texts, {"update": 8})
+
+
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fif.cli", *args], capture_output=True, text=True,
                           cwd=cwd, env=dict(os.environ), timeout=900)

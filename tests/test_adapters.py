@@ -22,16 +22,6 @@ WIDTH, MLP_WIDTH, DEPTH = 128, 512, 4  # the mini CLIP: both towers 4 blocks of 
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module")
-def mini():
-    backbone = build_backbone("mini_clip")
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randn(8, 3, 32, 32, generator=generator)
-    texts = backbone.tokenizer([f"a photo of a {w} shape" for w in
-                                ("red", "blue", "green", "round", "square", "small", "large", "striped")])
-    return backbone, Batch(images, texts, {"update": 8})
-
-
 def _method(mini, kind: str, *overrides: str, lr: float = 1e-2):
     backbone, _ = mini
     cfg = compose([f"continual.method={kind}", "device=cpu", f"experiment.optimizer.lr={lr}",

@@ -46,6 +46,13 @@ def _root_with_corrupt_files(mini_root: Path, dest: Path) -> tuple[Path, Trainin
     return dest, catalogue, tasks
 
 
+def _mini_stream(mini_root: Path) -> tuple[TrainingCatalogue, list, list[Path]]:
+    """The mini benchmark's training catalogue, its stream in 10 tasks, and one pool shard."""
+    entries = read_stream(resolve_stream("mini_random_1"))
+    catalogue = TrainingCatalogue(mini_root, load_registry(mini_root / "datasets.json"), entries)
+    return catalogue, chunk_into_tasks(entries, 10), sorted((mini_root / "pool").glob("*.tar"))[:1]
+
+
 def _batches(catalogue, tasks, shards, workers: int, skip_corrupt: bool = False, slots=None,
              uint8: bool = False) -> tuple[list[Batch], BatchBuilder]:
     backbone = build_backbone("mini_clip")
@@ -84,10 +91,7 @@ def test_batches_are_bit_identical_with_0_1_and_2_workers_including_replacements
 
 
 def test_a_ranks_slice_built_by_workers_is_its_slice_of_the_one_process_batch(mini_root):
-    entries = read_stream(resolve_stream("mini_random_1"))
-    catalogue = TrainingCatalogue(mini_root, load_registry(mini_root / "datasets.json"), entries)
-    tasks = chunk_into_tasks(entries, 10)
-    shards = sorted((mini_root / "pool").glob("*.tar"))[:1]
+    catalogue, tasks, shards = _mini_stream(mini_root)
     whole, _ = _batches(catalogue, tasks, shards, workers=0)
     part, _ = _batches(catalogue, tasks, shards, workers=2, slots=range(8, 15))
     for full, mine in zip(whole, part):
@@ -95,10 +99,7 @@ def test_a_ranks_slice_built_by_workers_is_its_slice_of_the_one_process_batch(mi
 
 
 def test_uint8_crops_normalised_by_to_equal_the_whole_transform_bit_for_bit(mini_root):
-    entries = read_stream(resolve_stream("mini_random_1"))
-    catalogue = TrainingCatalogue(mini_root, load_registry(mini_root / "datasets.json"), entries)
-    tasks = chunk_into_tasks(entries, 10)
-    shards = sorted((mini_root / "pool").glob("*.tar"))[:1]
+    catalogue, tasks, shards = _mini_stream(mini_root)
     floats, _ = _batches(catalogue, tasks, shards, workers=0)
     crops, _ = _batches(catalogue, tasks, shards, workers=2, uint8=True)
     assert crops[0].images.dtype == torch.uint8  # 4x fewer bytes through shared and pinned memory

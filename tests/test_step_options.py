@@ -35,16 +35,6 @@ KEY = "experiment.compute"
 Trained = tuple[list[float], dict[str, torch.Tensor]]  # losses of the steps, weights after them
 
 
-@pytest.fixture(scope="module")
-def mini():
-    backbone = build_backbone("mini_clip")
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randn(8, 3, 32, 32, generator=generator)
-    texts = backbone.tokenizer([f"a photo of a {w} shape" for w in
-                                ("red", "blue", "green", "round", "square", "small", "large", "striped")])
-    return backbone, Batch(images, texts, {"update": 8})
-
-
 def _method(mini, *overrides: str, kind: str = "finetune", apply: bool = True):
     """The method as a run builds it (build_method, then apply_compute), on a copy of the mini CLIP."""
     backbone, _ = mini

@@ -27,7 +27,6 @@ from fif.data.samples.catalogue import TrainingCatalogue
 from fif.data.samples.loader import LoaderSettings, resolve_workers
 from fif.data.samples.mixture import batch_split
 from fif.data.samples.pool import PoolStream
-from fif.errors import FifError
 from fif.eval.protocol import EvalProtocol
 from fif.eval.suite import EvalSuite
 from fif.methods import ContinualMethod, apply_compute, build_method, method_class
@@ -59,12 +58,9 @@ class DataSettings:
     def from_config(cls, cfg: DictConfig) -> DataSettings:
         mixture = {k: float(v) for k, v in cfg.experiment.dataset.data_mixture.items()}
         ds = cfg.experiment.dataset
-        prefetch = ds.prefetch
-        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
-            raise FifError(f"experiment.dataset.prefetch={prefetch!r}: expected an integer >= 1")
         settings = cls(int(cfg.experiment.seed), TaskSettings.from_config(cfg).batch_size, mixture,
-                       bool(ds.skip_corrupt), ds.train_workers, prefetch)
-        resolve_workers(settings.train_workers, torch.device("cpu"))  # a bad value fails before any data is read
+                       bool(ds.skip_corrupt), ds.train_workers, ds.prefetch)
+        settings.loader_settings(torch.device("cpu"))  # a bad train_workers / prefetch fails before any data is read
         return settings
 
 

@@ -98,8 +98,8 @@ class LoaderSettings:
     pin_memory: bool = False
 
     def __post_init__(self) -> None:
-        if self.prefetch < 1:
-            raise FifError(f"experiment.dataset.prefetch={self.prefetch}: expected an integer >= 1")
+        if isinstance(self.prefetch, bool) or not isinstance(self.prefetch, int) or self.prefetch < 1:
+            raise FifError(f"experiment.dataset.prefetch={self.prefetch!r}: expected an integer >= 1")
 
 
 def step_batches(builder: BatchBuilder, plans: Iterable[tuple[int, BatchPlan]], task: int,
