@@ -7,6 +7,10 @@
     fif data build-mini [--root DIR]      generate the mini benchmark (runs do this on first use)
     fif data verify ROOT [--tar] ...      check a FiF data root: present, complete, corrupt (exit 1 on problems)
     fif data show DATASET [--out PNG]     a grid of a dataset's samples with their captions
+    fif data download ROOT [--datasets ..] the reference's dataset archives + info files (resumable, checksummed)
+    fif data resize ROOT                  the 224-px variants the reference reads
+    fif data pool OUT (--urls F | --adopt DIR)  a pretraining pool of webdataset shards (img2dataset) or adopt one
+    fif weights fetch NAME [--cache-dir D] prefetch a named backbone's open_clip weights (checksum recorded)
     fif streams build --order O --out F   a deployment ordering of a data root's classes
     fif schedules plot [--all] [--out DIR] [KEY=VALUE ...]   learning rate over the stream, as PNGs
     fif results RUN... [--csv|--json]     zero-shot / final / averaged A_KA, A_ZS, GM of runs, sweeps, globs, W&B runs
@@ -132,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fif.cli.streams import add_commands
 
     add_commands(sub, data)
+    from fif.cli.data_fetch import add_commands as add_fetch_commands; add_fetch_commands(data)  # noqa: E702
+    from fif.cli.pool import add_commands as add_pool_commands; add_pool_commands(data)  # noqa: E702
+    from fif.cli.weights import add_commands as add_weights_commands; add_weights_commands(sub)  # noqa: E702
     from fif.cli.schedules import add_parser as add_schedules_parser
 
     add_schedules_parser(sub)
