@@ -12,6 +12,7 @@
     fif data pool OUT (--urls F | --adopt DIR)  a pretraining pool of webdataset shards (img2dataset) or adopt one
     fif weights fetch NAME [--cache-dir D] prefetch a named backbone's open_clip weights (checksum recorded)
     fif streams build --order O --out F   a deployment ordering of a data root's classes
+    fif streams list                      the shipped streams (name, classes, datasets, origin)
     fif schedules plot [--all] [--out DIR] [KEY=VALUE ...]   learning rate over the stream, as PNGs
     fif results RUN... [--csv|--json]     zero-shot / final / averaged A_KA, A_ZS, GM of runs, sweeps, globs, W&B runs
     fif report RUN... [--out HTML]        a self-contained HTML report with plots of runs

@@ -17,6 +17,12 @@ adaptation datasets, in the reference stream format ``FOLDER+++classname``:
   clusters are visited nearest-centroid-first from a seeded start, and inside each cluster a
   greedy nearest-neighbour chain starts from the class closest to the previous one. Neighbours in
   the stream are therefore close in text-embedding space.
+- ``frequency``: rare concepts first, by how many pretraining-pool captions name each class
+  (``fif.tools.stream_frequency``: the matching rule read off the reference's stream; ties by seed).
+- ``time_incremental_dschunked`` / ``time_incremental_rsagg``: datasets in release-year order, each
+  dataset one chunk, or each year one chunk of its datasets' classes mixed
+  (``fif.tools.stream_time``; years from ``fif/data/reference/dataset_years.json`` or ``--years``).
+- ``reversed``: the exact reverse of a given stream (a shipped name or a file); needs no data root.
 """
 
 from __future__ import annotations
@@ -34,10 +40,9 @@ from tqdm import tqdm
 
 from fif.data.format.fif_format import ADAPTATION, DatasetSpec, Split, read_split
 from fif.data.format.registry import adaptation_specs, find_dataset
-from fif.data.format.streams import SEPARATOR, StreamEntry, reshuffle, split_classes
+from fif.data.format.streams import SEPARATOR, StreamEntry, read_stream, reshuffle, resolve_stream, split_classes
 from fif.errors import FifError
-
-ORDERS = ("random", "dataset_incremental", "performance_easy_to_hard", "performance_hard_to_easy", "similarity")
+from fif.tools.stream_orders import ORDERS  # the orderings build_stream makes (re-exported for callers)
 
 
 @dataclass
@@ -47,7 +52,7 @@ class BuiltStream:
     order: str
     entries: list[StreamEntry]
     scores: dict[str, dict[str, float]] = field(default_factory=dict)  # "FOLDER+++class" -> measurements
-    summary: dict[str, float] = field(default_factory=dict)
+    summary: dict[str, float | int] = field(default_factory=dict)
 
 
 def select_datasets(registry: dict[str, DatasetSpec], datasets: Sequence[str] | None) -> list[DatasetSpec]:
@@ -214,14 +219,88 @@ def _key(entry: StreamEntry) -> str:
     return f"{entry[0]}{SEPARATOR}{entry[1]}"
 
 
-def build_stream(order: str, root: str | Path, registry: dict[str, DatasetSpec], *,
+def reversed_stream(source: str | None) -> BuiltStream:
+    """The exact reverse of a shipped stream or stream file (e.g. random_sequence_reverse_1 from random_sequence_1)."""
+    if not source:
+        raise FifError("--order reversed needs --from NAME_OR_FILE (a shipped stream name such as random_sequence_1, "
+                       "or a stream file)")
+    entries = read_stream(resolve_stream(source, "--from"))
+    return BuiltStream("reversed", entries[::-1], summary={"classes": len(entries)})
+
+
+def frequency_stream(entries: list[StreamEntry], pool: Sequence[str | Path] | None, seed: int, plurals: bool,
+                     workers: int, progress: bool) -> BuiltStream:
+    """Rare concepts first, counted in the pool's captions (see fif.tools.stream_frequency)."""
+    from fif.tools.stream_frequency import concept_counts, frequency_order
+
+    if not pool:
+        raise FifError("--order frequency needs --pool DIR (a folder of the pretraining pool's webdataset .tar shards)")
+    counted = concept_counts(pool, [c for _, c in entries], plurals=plurals, workers=workers, progress=progress)
+    count_of = dict(zip(entries, counted.counts))
+    ordered = frequency_order(entries, counted.counts, seed)
+    return BuiltStream("frequency", ordered, {_key(e): {"count": count_of[e]} for e in ordered}, {
+        "captions": counted.captions, "samples_without_caption": counted.skipped,
+        "classes_never_mentioned": sum(c == 0 for c in counted.counts),
+        "median_count": float(np.median(counted.counts))})
+
+
+def time_stream(order: str, blocks: list[list[StreamEntry]], years_path: str | Path | None, seed: int) -> BuiltStream:
+    """Datasets in release-year order, dataset-chunked or year-aggregated (see fif.tools.stream_time)."""
+    from fif.tools.stream_time import dschunked_order, read_years, rsagg_order, year_groups
+
+    years = read_years(years_path)
+    build = dschunked_order if order == "time_incremental_dschunked" else rsagg_order
+    ordered = build(blocks, years, seed)
+    year_of = {block[0][0]: year for year, group in year_groups(blocks, years) for block in group}
+    return BuiltStream(order, ordered, {_key(e): {"year": year_of[e[0]]} for e in ordered},
+                       {"datasets": len(blocks), "years": len(set(year_of.values()))})
+
+
+def _model_stream(order: str, entries: list[StreamEntry], splits: list[Split], opts: dict) -> BuiltStream:
+    """The orderings that need the backbone: similarity (text embeddings) and performance (zero-shot probe)."""
+    from fif.models.backbone import build_backbone
+    from fif.runtime.device import resolve_device
+
+    seed = opts["seed"]
+    backbone = build_backbone(opts["backbone_name"], opts["checkpoint"], opts["cache_dir"])
+    torch_device = resolve_device(opts["device"])
+    if order == "similarity":
+        template = opts["text_template"]
+        if "{}" not in template:
+            raise FifError(f"--text-template={template!r} must contain '{{}}' where the class name goes")
+        emb = name_embeddings(backbone.model.to(torch_device), backbone.tokenizer, [c for _, c in entries],
+                              template, torch_device)
+        path = similarity_order(emb, seed, opts["clusters"])
+        baseline = [int(i) for i in np.random.RandomState(seed).permutation(len(entries))]
+        return BuiltStream(order, [entries[i] for i in path], summary={
+            "mean_adjacent_similarity": mean_adjacent_similarity(emb[path]),
+            "mean_adjacent_similarity_random": mean_adjacent_similarity(emb[baseline])})
+    measured = class_accuracies(backbone, splits, opts["max_per_class"], seed, torch_device, workers=opts["workers"],
+                                progress=opts["progress"])
+    ordered = performance_order(entries, measured, easy_first=order == "performance_easy_to_hard")
+    scores = {_key(e): {"accuracy": measured[e][0], "true_class_probability": measured[e][1]} for e in ordered}
+    mean_accuracy = float(np.mean([measured[e][0] for e in entries]))
+    return BuiltStream(order, ordered, scores, {"mean_class_accuracy": mean_accuracy})
+
+
+def build_stream(order: str, root: str | Path | None, registry: dict[str, DatasetSpec] | None, *,
                  datasets: Sequence[str] | None = None, seed: int = 0, info_dir: str | Path | None = None,
                  backbone_name: str = "mini_clip", checkpoint: str | None = None, cache_dir: str | None = None,
                  device: str = "auto", max_per_class: int = 20, workers: int = 0, clusters: int | None = None,
-                 text_template: str = "{}", progress: bool = True, tar: bool = False) -> BuiltStream:
-    """Build one ordering over the adaptation datasets of ``root`` (see the module docstring)."""
+                 text_template: str = "{}", progress: bool = True, tar: bool = False,
+                 pool: Sequence[str | Path] | None = None, plurals: bool = True,
+                 years: str | Path | None = None, source: str | None = None) -> BuiltStream:
+    """Build one ordering over the adaptation datasets of ``root`` (see the module docstring).
+
+    ``reversed`` reads only ``source``; every other ordering reads the train splits' classes from ``root``."""
     if order not in ORDERS:
         raise FifError(f"--order={order!r} is not a stream ordering (expected one of: {', '.join(ORDERS)})")
+    if order == "reversed":
+        return reversed_stream(source)
+    if source:
+        raise FifError(f"--from={source} is only read by --order reversed (this is --order {order})")
+    if root is None or registry is None:
+        raise FifError(f"--order {order} needs a data root and its dataset registry")
     splits = [read_split(root, spec, "train", info_dir, tar=tar) for spec in select_datasets(registry, datasets)]
     blocks = [split_classes(split) for split in splits]
     entries = [entry for block in blocks for entry in block]
@@ -229,25 +308,11 @@ def build_stream(order: str, root: str | Path, registry: dict[str, DatasetSpec],
         return BuiltStream(order, random_order(entries, seed))
     if order == "dataset_incremental":
         return BuiltStream(order, dataset_incremental_order(blocks, seed, keep_order=bool(datasets)))
-
-    from fif.models.backbone import build_backbone
-    from fif.runtime.device import resolve_device
-
-    backbone = build_backbone(backbone_name, checkpoint, cache_dir)
-    torch_device = resolve_device(device)
-    if order == "similarity":
-        if "{}" not in text_template:
-            raise FifError(f"--text-template={text_template!r} must contain '{{}}' where the class name goes")
-        emb = name_embeddings(backbone.model.to(torch_device), backbone.tokenizer, [c for _, c in entries],
-                              text_template, torch_device)
-        path = similarity_order(emb, seed, clusters)
-        baseline = [int(i) for i in np.random.RandomState(seed).permutation(len(entries))]
-        return BuiltStream(order, [entries[i] for i in path], summary={
-            "mean_adjacent_similarity": mean_adjacent_similarity(emb[path]),
-            "mean_adjacent_similarity_random": mean_adjacent_similarity(emb[baseline])})
-    measured = class_accuracies(backbone, splits, max_per_class, seed, torch_device, workers=workers,
-                                progress=progress)
-    ordered = performance_order(entries, measured, easy_first=order == "performance_easy_to_hard")
-    scores = {_key(e): {"accuracy": measured[e][0], "true_class_probability": measured[e][1]} for e in ordered}
-    mean_accuracy = float(np.mean([measured[e][0] for e in entries]))
-    return BuiltStream(order, ordered, scores, {"mean_class_accuracy": mean_accuracy})
+    if order == "frequency":
+        return frequency_stream(entries, pool, seed, plurals, workers, progress)
+    if order.startswith("time_incremental_"):
+        return time_stream(order, blocks, years, seed)
+    return _model_stream(order, entries, splits, dict(
+        seed=seed, backbone_name=backbone_name, checkpoint=checkpoint, cache_dir=cache_dir, device=device,
+        text_template=text_template, clusters=clusters, max_per_class=max_per_class, workers=workers,
+        progress=progress))

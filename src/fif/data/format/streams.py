@@ -1,6 +1,8 @@
 """Stream files (the reference format) and their chunking into tasks.
 
 A stream file is a JSON list of ``"FOLDER+++classname"``: the order in which concepts arrive.
+Streams ship with the package by name: the mini benchmark's (``fif/data/mini/streams``) and the
+reference's 29 (``fif/data/reference/streams/*.json.gz``, e.g. ``random_sequence_1``); see docs/streams.md.
 A run's stream comes from ``experiment.dataset.sequence`` (a file or shipped stream) or, without
 one, from ``experiment.dataset.name`` (datasets whose train-split classes are streamed in dataset
 order). ``experiment.dataset.sequence_reshuffle`` shuffles it by seed as the reference does
@@ -11,7 +13,9 @@ order). ``experiment.dataset.sequence_reshuffle`` shuffles it by seed as the ref
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -27,28 +31,57 @@ SEPARATOR = "+++"
 StreamEntry = tuple[str, str]  # (dataset folder, classname)
 
 
+SHIPPED_PACKAGES = ("fif.data.mini", "fif.data.reference")  # each holds a streams/ folder
+REFERENCE_FOLDER = "stream_construction"  # where the reference's experiment files say its streams live
+
+
+def _stream_name(path: Path) -> str:
+    """``random_sequence_1`` for ``random_sequence_1.json`` and ``random_sequence_1.json.gz``."""
+    return path.name.removesuffix(".gz").removesuffix(".json")
+
+
 def shipped_streams() -> dict[str, Path]:
-    folder = Path(str(resources.files("fif.data.mini") / "streams"))
-    return {p.stem: p for p in sorted(folder.glob("*.json"))}
+    """Every stream file that ships with the package, by name: the mini benchmark's and the reference's 29."""
+    streams: dict[str, Path] = {}
+    for package in SHIPPED_PACKAGES:
+        folder = Path(str(resources.files(package) / "streams"))
+        for path in sorted([*folder.glob("*.json"), *folder.glob("*.json.gz")]):
+            streams.setdefault(_stream_name(path), path)
+    return streams
 
 
-def resolve_stream(value: str) -> Path:
-    """A stream given as a file path or as the name of a stream shipped with the package."""
+def resolve_stream(value: str, what: str = "experiment.dataset.sequence") -> Path:
+    """A stream given as a shipped stream's name, a file path, or the reference's spelling of a shipped one.
+
+    The reference's experiment files write ``stream_construction/random_sequence_1.json`` (a path inside
+    its repository); where no such file exists, that means the shipped stream of that name.
+    """
     streams = shipped_streams()
     if value in streams:
         return streams[value]
     path = Path(value).expanduser()
     if path.is_file():
         return path
-    raise FifError(f"experiment.dataset.sequence={value!r} is neither a file nor a shipped stream "
+    if path.parent.name == REFERENCE_FOLDER and _stream_name(path) in streams:
+        return streams[_stream_name(path)]
+    raise FifError(f"{what}={value!r} is neither a file nor a shipped stream "
                    f"(shipped: {', '.join(streams)})")
 
 
+def _load_json(path: Path) -> Any:
+    """A JSON file's value; gzipped files (the shipped reference streams) are recognised by their magic bytes."""
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    return json.loads(data)
+
+
 def read_stream(path: str | Path) -> list[StreamEntry]:
+    """The entries of a stream file (plain ``.json`` or gzipped ``.json.gz``), checked for the ``+++`` format."""
     path = Path(path)
     try:
-        raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        raw = _load_json(path)
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise FifError(f"stream file {path} could not be read: {error}") from None
     if not isinstance(raw, list):
         raise FifError(f"stream file {path}: expected a JSON list of \"FOLDER+++classname\" strings")
