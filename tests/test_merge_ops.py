@@ -139,6 +139,147 @@ def test_ties_elects_the_sign_and_averages_only_agreeing_entries():
     assert merged.tolist() == [2.0, -2.5, -2.0]
 
 
+# ------------------------------------------------------------------ the reference's semantics as options
+def test_task_arithmetic_aggregate_sum_is_lambda_times_the_plain_sum_of_three_task_vectors():
+    base = torch.tensor([1.0, -1.0])
+    models = [base + torch.tensor([1.0, 0.0]), base + torch.tensor([2.0, 3.0]), base + torch.tensor([4.0, -6.0])]
+    # taus sum to (7, -3); mean (ours): lambda * (7, -3) / 3; sum (reference): lambda * (7, -3)
+    for aggregate, expected in (("mean", [1 + 0.5 * 7 / 3, -1 - 0.5 * 3 / 3]), ("sum", [1 + 3.5, -1 - 1.5])):
+        r = rule("task_arithmetic", scaling=0.5, aggregate=aggregate)
+        assert merge_tensor(r, models, [1 / 3] * 3, base).tolist() == pytest.approx(expected, abs=ATOL)
+        streamed = merge_states([{"p": m} for m in models], r, base={"p": base})  # the one-model-at-a-time path
+        assert streamed["p"].tolist() == pytest.approx(expected, abs=ATOL)
+
+
+def _one_task_vector() -> tuple[dict, dict]:
+    """theta_0 = 0 and one task vector over two tensors: a = 1..4, b = 10..40."""
+    base = {"a": torch.zeros(4), "b": torch.zeros(4)}
+    return base, {"a": torch.tensor([1.0, 2.0, 3.0, 4.0]), "b": torch.tensor([10.0, 20.0, 30.0, 40.0])}
+
+
+@pytest.mark.parametrize("scope, prune_rule, a, b", [
+    ("tensor", "top_k", [0, 0, 3, 4], [0, 0, 30, 40]),  # int(0.5 * 4) = 2 largest of each tensor
+    ("model", "top_k", [0, 0, 0, 0], [10, 20, 30, 40]),  # int(0.5 * 8) = 4 largest of all 8
+    ("tensor", "kth_value", [0, 2, 3, 4], [0, 20, 30, 40]),  # >= the int(4 * 0.5) = 2nd smallest of each
+    ("model", "kth_value", [0, 0, 0, 4], [10, 20, 30, 40]),  # >= the 4th smallest of all 8: 5 kept (reference)
+])
+def test_ties_pruning_per_tensor_or_over_the_whole_model(scope, prune_rule, a, b):
+    base, tau = _one_task_vector()
+    r = rule("ties", density=0.5, prune_scope=scope, prune_rule=prune_rule)
+    merged = merge_states([tau], r, base=base)
+    assert merged["a"].tolist() == a and merged["b"].tolist() == b
+
+
+def test_model_scope_ranks_only_the_merged_part():
+    base, tau = _one_task_vector()
+    r = rule("ties", density=0.5, prune_scope="model", prune_rule="kth_value")
+    alone = merge_states([tau], r, base=base, keys=["a"])  # the part is a alone: >= its 2nd smallest
+    assert list(alone) == ["a"] and alone["a"].tolist() == [0, 2, 3, 4]
+
+
+def test_kth_value_converts_the_reference_prune_percentile_exactly():
+    base, tau = torch.zeros(10), torch.arange(1.0, 11.0)
+    # reference prune_percentile 0.2 on 10 entries: k = int(10 * 0.2) = 2, keep >= the 2nd smallest (9 entries);
+    # density = 1 - 0.2 = 0.8 and 1 - 0.8 = 0.19999999999999996 would give k = 1 (all 10) without the rounding
+    merged = merge_tensor(rule("ties", density=0.8, prune_rule="kth_value"), [base + tau], [1.0], base)
+    assert merged.tolist() == [0.0] + list(range(2, 11))
+
+
+def test_breadcrumbs_kth_value_keeps_equal_magnitudes_at_the_threshold():
+    base = torch.zeros(10)
+    tau = torch.tensor([1.0, 2.0, -2.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])
+    r = dict(top_drop=0.1, bottom_drop=0.2)  # drop int(1) largest, int(2) smallest
+    exact = merge_tensor(rule("breadcrumbs_ties", **r), [tau], [1.0], base)
+    assert int((exact != 0).sum()) == 7 and exact[9] == 0 and exact[0] == 0  # one of the three 2s goes
+    reference = merge_tensor(rule("breadcrumbs_ties", prune_rule="kth_value", **r), [tau], [1.0], base)
+    assert reference.tolist() == [0.0, 2.0, -2.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 0.0]  # [3rd smallest, 9th smallest]
+
+
+@pytest.mark.parametrize("aggregate, expected", [("mean", [2.0, -2.5, -2.0]), ("sum", [4.0, -5.0, -4.0]),
+                                                 ("max", [3.0, -4.0, -3.0])])
+def test_ties_aggregates_the_agreeing_entries(aggregate, expected):
+    base = torch.zeros(3)
+    t1, t2, t3 = torch.tensor([1.0, 2.0, -1.0]), torch.tensor([3.0, -1.0, -3.0]), torch.tensor([-1.0, -4.0, 2.0])
+    merged = merge_tensor(rule("ties", density=1.0, aggregate=aggregate), [t1, t2, t3], [1 / 3] * 3, base)
+    assert merged.tolist() == expected
+
+
+@pytest.mark.parametrize("sign_tie, scope, b", [
+    ("positive", "tensor", [1.0, 5.0]),  # entry b[1] votes 5 - 5 = 0 -> +: the +5
+    ("majority", "tensor", [1.0, 5.0]),  # in b alone the elected signs are (+, 0): majority +
+    ("majority", "model", [1.0, -5.0]),  # over a and b: (-, -, -, +, 0): majority - (the reference)
+])
+def test_a_zero_vote_takes_the_tie_sign(sign_tie, scope, b):
+    base = {"a": torch.zeros(3), "b": torch.zeros(2)}
+    tau1 = {"a": torch.tensor([-1.0, -2.0, -3.0]), "b": torch.tensor([1.0, 5.0])}
+    tau2 = {"a": torch.tensor([-1.0, -2.0, -3.0]), "b": torch.tensor([1.0, -5.0])}
+    r = rule("ties", density=1.0, sign_tie=sign_tie, prune_scope=scope)
+    merged = merge_states([tau1, tau2], r, base=base)
+    assert merged["a"].tolist() == [-1.0, -2.0, -3.0] and merged["b"].tolist() == b
+
+
+def test_model_stock_reference_options_negative_cosine_and_eps():
+    base = torch.zeros(2, dtype=torch.float64)
+    a, b = torch.tensor([1.0, 0.0], dtype=torch.float64), torch.tensor([-1.0, 1.0], dtype=torch.float64)
+    assert torch.equal(merge_tensor(rule("model_stock"), [a, b], [0.5, 0.5], base), base)  # cos < 0 -> theta_0
+    raw = merge_tensor(rule("model_stock", stock_clamp=False, stock_eps=1e-8), [a, b], [0.5, 0.5], base)
+    t = -2 * (math.sqrt(2) + 1)  # 2 cos / (1 + cos), cos = -1/sqrt(2): away from the task models
+    assert raw.tolist() == pytest.approx([0.0, t * 0.5], rel=1e-6)
+    tiny = [torch.tensor([1e-4, 0.0], dtype=torch.float64)] * 2  # |a| |b| = 1e-8 = eps: cos 1/2, t = 2/3
+    merged = merge_tensor(rule("model_stock", stock_eps=1e-8), tiny, [0.5, 0.5], base)
+    assert merged.tolist() == pytest.approx([1e-4 * 2 / 3, 0.0], rel=1e-6)
+    assert merge_tensor(rule("model_stock"), tiny, [0.5, 0.5], base).tolist() == pytest.approx([1e-4, 0.0])
+
+
+def _reference_flat(kind: str, taus: list[dict], keys: list[str], lam: float, p: float = 0.0,
+                    top: float = 0.0) -> dict:
+    """The reference's formulas restated on task vectors flattened over ``keys`` (N x P), from docs/merging.md."""
+    flat = torch.stack([torch.cat([t[k].reshape(-1) for k in keys]) for t in taus])
+    size = flat.shape[1]
+    if kind == "task_arithmetic":
+        merged = flat.sum(0)
+    else:
+        mags = flat.abs()
+        ranked = mags.sort(dim=1).values  # ascending; column r holds each model's (r + 1)-th smallest
+        k = int(size * p)
+        if kind == "ties":  # keep >= the k-th smallest
+            keep = mags >= ranked[:, k - 1:k]
+        else:  # keep between the (k + 1)-th smallest and the (int(size * top) + 1)-th largest
+            high = size - int(size * top) - 1
+            keep = (mags >= ranked[:, k:k + 1]) & (mags <= ranked[:, high:high + 1])
+        kept = flat * keep
+        signs = torch.sign(kept.sum(0))
+        signs[signs == 0] = 1.0 if signs.sum() > 0 else -1.0
+        chosen = kept * torch.where(signs > 0, kept > 0, kept < 0)
+        merged = chosen.sum(0) / (chosen != 0).sum(0).clamp(min=1)
+    out, offset = {}, 0
+    for k in keys:
+        out[k] = lam * merged[offset:offset + taus[0][k].numel()].reshape(taus[0][k].shape)
+        offset += taus[0][k].numel()
+    return out
+
+
+@pytest.mark.parametrize("kind, options, ref", [
+    ("ties", dict(density=0.3, scaling=0.8), dict(p=0.7, lam=0.8)),
+    ("breadcrumbs_ties", dict(top_drop=0.01, bottom_drop=0.7), dict(p=0.7, top=0.01, lam=1.0)),
+    ("task_arithmetic", dict(scaling=0.3, aggregate="sum"), dict(lam=0.3)),
+])
+def test_reference_options_reproduce_the_reference_formulas_on_a_whole_part(theta0, kind, options, ref):
+    models = [finetuned(theta0, 40 + i) for i in range(3)]
+    keys = [k for k in theta0 if k.startswith("visual.")]  # the reference's backbone part
+    reference = {} if kind == "task_arithmetic" else dict(prune_scope="model", prune_rule="kth_value",
+                                                          sign_tie="majority")
+    merged = merge_states(models, rule(kind, **options, **reference), base=theta0, keys=keys)
+    taus = [{k: m[k] - theta0[k] for k in keys} for m in models]
+    expected = _reference_flat(kind, taus, keys, **ref)
+    assert list(merged) == keys
+    for k in keys:
+        assert torch.allclose(merged[k], theta0[k] + expected[k], atol=1e-6), k
+    if kind == "ties":  # the per-tensor default keeps other entries
+        ours = merge_states(models, rule(kind, **options), base=theta0, keys=keys)
+        assert any(not torch.allclose(ours[k], merged[k], atol=1e-6) for k in keys)
+
+
 # ------------------------------------------------------------------ peft cross-checks
 @pytest.fixture(scope="module")
 def peft_merge():
@@ -189,6 +330,11 @@ def test_weighting_schemes_follow_their_formulas():
     assert scheme_weights("exponential", 3, exp_base=3.0) == pytest.approx([1 / 13, 3 / 13, 9 / 13])
     logs = [math.log(2), math.log(3)]
     assert scheme_weights("log", 2) == pytest.approx([v / sum(logs) for v in logs])
+    assert scheme_weights("cubic", 2) == pytest.approx([1 / 9, 8 / 9])
+    assert scheme_weights("fifth", 2) == pytest.approx([1 / 33, 32 / 33])
+    assert scheme_weights("tenth", 2) == pytest.approx([1 / 1025, 1024 / 1025])
+    assert scheme_weights("reverse_linear", 3) == pytest.approx([3 / 6, 2 / 6, 1 / 6])
+    assert scheme_weights("reverse_exponential", 3) == pytest.approx([4 / 7, 2 / 7, 1 / 7])
 
 
 def test_lines_scales_block_l_update_by_the_documented_factor(theta0):
@@ -219,12 +365,18 @@ def test_lines_scales_block_l_update_by_the_documented_factor(theta0):
 @pytest.mark.parametrize("node, culprit", [
     ({"method": "average"}, "backbone_merge.method='average'"),
     ({"density": 0.0}, "backbone_merge.density=0.0"),
-    ({"weighting": "cubic"}, "backbone_merge.weighting='cubic'"),
+    ({"weighting": "cube"}, "backbone_merge.weighting='cube'"),
     ({"weight": 1.5}, "backbone_merge.weight=1.5"),
     ({"top_drop": 0.5, "bottom_drop": 0.6}, "backbone_merge.top_drop"),
     ({"lambda": 1.0}, "backbone_merge.lambda"),
     ({"scaling": "big"}, "backbone_merge.scaling='big'"),
     ({"lines": {"enabled": True, "non_block": "all"}}, "backbone_merge.lines.non_block='all'"),
+    ({"method": "task_arithmetic", "aggregate": "max"}, "backbone_merge.aggregate='max'"),
+    ({"prune_scope": "global"}, "backbone_merge.prune_scope='global'"),
+    ({"prune_rule": "percentile"}, "backbone_merge.prune_rule='percentile'"),
+    ({"sign_tie": "zero"}, "backbone_merge.sign_tie='zero'"),
+    ({"stock_clamp": "maybe"}, "backbone_merge.stock_clamp='maybe'"),
+    ({"stock_eps": -1e-8}, "backbone_merge.stock_eps=-1e-08"),
 ])
 def test_bad_rule_is_one_line_naming_the_key(node, culprit):
     with pytest.raises(FifError) as error:

@@ -141,6 +141,38 @@ def test_merge_grid_cell_merge_of_all_init_latest_eval(monkeypatch, tmp_path, mi
         assert_state(evaluated, theta, exact=True)
 
 
+@pytest.mark.parametrize("method, overrides, start", [
+    ("zs_paint", ("continual.zs_paint.eval=unrolled",), "zero_shot"),  # the reference's zs_paint
+    ("merge_grid", ("continual.merge_grid.init=zero_shot", "continual.merge_grid.unrolled_start=first_task"),
+     "first_task"),  # the reference's double_merge_zs_unrolled
+])
+def test_unrolled_merge_starts_at_theta0_or_at_the_first_task_model(monkeypatch, tmp_path, mini_root, method,
+                                                                    overrides, start):
+    rec = run_recorded(monkeypatch, tmp_path, method, 2, *overrides)
+    theta0, (theta1, theta2) = rec["init"][0], rec["theta"]
+    assert_state(rec["init"][1], theta0, exact=True)  # every task trains from theta_0
+    m1 = theta1 if start == "first_task" else {k: (theta1[k] + theta0[k]) / 2 for k in theta0}
+    assert_state(rec["eval"][0], m1, exact=True)
+    assert_state(rec["eval"][1], {k: (theta2[k] + m1[k]) / 2 for k in theta0}, exact=True)
+
+
+def test_reference_offline_merge_trains_from_theta0_and_keeps_a_lone_task_model(monkeypatch, tmp_path, mini_root):
+    rec = run_recorded(monkeypatch, tmp_path, "offline_merge", 2, "continual.offline_merge.init=zero_shot",
+                       "continual.offline_merge.single_model=keep",
+                       "continual.offline_merge.backbone_merge.method=task_arithmetic",
+                       "continual.offline_merge.backbone_merge.scaling=0.3",
+                       "continual.offline_merge.backbone_merge.aggregate=sum")
+    theta0, (theta1, theta2) = rec["init"][0], rec["theta"]
+    assert_state(rec["init"][1], theta0, exact=True)
+    assert_state(rec["eval"][0], theta1, exact=True)  # one task model: evaluated as it is, not theta_0 + 0.3 tau_1
+    for key in theta0:  # backbone: theta_0 + 0.3 (tau_1 + tau_2); head: the mean (the default interpolation)
+        if key.startswith("visual."):
+            expected = theta0[key] + 0.3 * ((theta1[key] - theta0[key]) + (theta2[key] - theta0[key]))
+        else:
+            expected = (theta1[key] + theta2[key]) / 2
+        assert torch.allclose(rec["eval"][1][key], expected, atol=1e-6, rtol=0), key
+
+
 @pytest.mark.parametrize("overrides, culprit", [
     (["continual.method=merge_grid", "continual.merge_grid.init=best"], "continual.merge_grid.init='best'"),
     (["continual.method=merge_grid", "continual.merge_grid.eval=zero_shot"], "continual.merge_grid.eval='zero_shot'"),
@@ -149,6 +181,13 @@ def test_merge_grid_cell_merge_of_all_init_latest_eval(monkeypatch, tmp_path, mi
      "continual.offline_merge.backbone_merge.method='slerp'"),
     (["continual.method=ema_paint", "continual.ema_paint.head_merge.weight=2"],
      "continual.ema_paint.head_merge.weight=2"),
+    (["continual.method=zs_paint", "continual.zs_paint.eval=zero_shot"], "continual.zs_paint.eval='zero_shot'"),
+    (["continual.method=merge_grid", "continual.merge_grid.unrolled_start=middle"],
+     "continual.merge_grid.unrolled_start='middle'"),
+    (["continual.method=offline_merge", "continual.offline_merge.single_model=drop"],
+     "continual.offline_merge.single_model='drop'"),
+    (["continual.method=ema_paint", "+continual.ema_paint.unrolled_strat=first_task"],
+     "continual.ema_paint.unrolled_strat is not an option of ema_paint"),
 ])
 def test_bad_merging_config_is_one_line_naming_the_key(overrides, culprit):
     cfg = compose(overrides)

@@ -12,14 +12,19 @@ Operators (``MergeRule.method``):
                     return the second model bit-identically.
   slerp             two models a, b, t = w_b: spherical interpolation of the raw weights per
                     tensor; |cos(a, b)| > slerp_threshold (near-parallel) or a zero tensor: lerp.
-  task_arithmetic   theta_0 + lambda * sum_i w_i tau_i  (uniform w and lambda = N: the plain sum).
-  ties              TIES (Yadav et al. 2023): keep each tau_i's top-``density`` entries by
-                    magnitude, elect a sign per entry (``sign``: total = sign of the sum,
-                    frequency = majority count, ties -> +), average the entries that agree:
-                    theta_0 + lambda * sum_i m_i N w_i tau_i / max(sum_i m_i, 1). With uniform
-                    weights N w_i = 1 (the paper's disjoint mean); otherwise peft's weighted form.
+  task_arithmetic   aggregate=mean: theta_0 + lambda * sum_i w_i tau_i (uniform w: lambda times the
+                    mean task vector); aggregate=sum: theta_0 + lambda * N sum_i w_i tau_i (uniform
+                    w: lambda times the plain sum, the reference's TaskArithmetic).
+  ties              TIES (Yadav et al. 2023): prune each tau_i to its large magnitudes (below),
+                    elect a sign per entry (``sign``: total = sign of the sum, frequency = majority
+                    count; a vote of exactly 0 gets ``sign_tie``), then combine the entries that
+                    agree with it, m_i = [sign(tau_i) = elected]: aggregate=mean (disjoint mean)
+                    theta_0 + lambda * sum_i m_i N w_i tau_i / max(sum_i m_i, 1); aggregate=sum
+                    theta_0 + lambda * sum_i m_i N w_i tau_i; aggregate=max theta_0 + lambda *
+                    elected * max_i |m_i N w_i tau_i|. Uniform weights: N w_i = 1 (the paper's
+                    disjoint mean); otherwise peft's weighted form.
   dare_ties         DARE (Yu et al. 2024): keep each entry with probability ``density`` and
-                    rescale by 1/density (seeded), then sign election + disjoint mean as ties.
+                    rescale by 1/density (seeded, per entry), then sign election + aggregate as ties.
   breadcrumbs_ties  Model Breadcrumbs (Davari & Belilovsky 2023): drop each tau_i's
                     ``top_drop`` largest and ``bottom_drop`` smallest magnitudes, then as ties.
   magmax            MagMax (Marczak et al. 2024): per entry the tau_i of largest magnitude:
@@ -27,22 +32,29 @@ Operators (``MergeRule.method``):
   random            per entry one model chosen at random (probabilities w, seeded):
                     theta_0 + lambda * tau_pick (lambda = 1 returns that model's value).
   model_stock       Model Stock (Jang et al. 2024): cos = mean pairwise cosine of the tau_i,
-                    t = N cos / (1 + (N - 1) cos), merge = t * mean_i theta_i + (1 - t) theta_0
-                    (weights unused; a mean cosine below 0 is clamped to 0, i.e. theta_0; a zero
-                    task vector counts as cosine 0 with every other).
+                    cos_ij = <tau_i, tau_j> / (|tau_i| |tau_j| + stock_eps), clamped to [0, 1]
+                    (``stock_clamp``; false: [-1, 1], the reference), t = N cos / (1 + (N - 1) cos
+                    + stock_eps), merge = t * mean_i theta_i + (1 - t) theta_0 (weights unused; a
+                    zero task vector counts as cosine 0 with every other).
 Non-floating tensors (integer buffers) are copied from the newest model.
 
-LiNeS (Wang et al. 2024), ``MergeRule.lines``: after any operator, the update of parameter p is
-rescaled, merged = theta_0 + s(p) * (merged - theta_0), with s = alpha + beta * (l / (L - 1))^power
-for block l of a transformer with L blocks. l is parsed from the name (``...resblocks.<l>.``,
-``...blocks.<l>.``, ``...layers.<l>.``); the visual and the text transformer count separately
-(L = 1: s = alpha + beta). Parameters outside the blocks: ``non_block=alpha`` gives them alpha
-(as the reference does); ``non_block=head_last`` gives the output side (projections,
-logit scale, final LayerNorms ln_post / ln_final) the last block's alpha + beta and the input
-side (embeddings, patch conv, ln_pre) alpha.
+Pruning of the ties family (``prune_scope`` x ``prune_rule``), n = the entries ranked together:
+  prune_scope=tensor  each parameter tensor of each tau_i is ranked on its own (peft, ours);
+  prune_scope=model   each tau_i is ranked over all parameters merged together (the backbone or
+                      the head part), as the reference's flattened task vectors (merge_stream
+                      does the extra pass; ``sign_tie=majority`` then also counts over the part).
+  prune_rule=top_k      ties keeps exactly int(density n) largest magnitudes (per tensor: exact
+                        even among equal magnitudes; per model: every entry >= the k-th largest);
+                        breadcrumbs drops exactly int(top_drop n) largest, int(bottom_drop n) smallest.
+  prune_rule=kth_value  the reference's thresholds: ties keeps every entry >= the k-th smallest
+                        magnitude, k = int(n (1 - density)) (so n - k + 1 entries; k = 0 keeps all);
+                        breadcrumbs keeps the magnitudes between the (int(bottom_drop n) + 1)-th
+                        smallest and the (int(top_drop n) + 1)-th largest, equal ones included.
+  dare_ties draws each entry on its own, so neither applies to its pruning.
 
 Weighting schemes for N-model merges, model i = 1..N oldest first, normalised to sum 1:
-  uniform 1; linear i; sqrt sqrt(i); quadratic i^2; exponential exp_base^(i-1); log ln(i + 1).
+  uniform 1; linear i; sqrt sqrt(i); quadratic i^2; cubic i^3; fifth i^5; tenth i^10;
+  exponential exp_base^(i-1); log ln(i + 1); reverse_<scheme>: that scheme's weights, newest first.
 """
 
 from __future__ import annotations
@@ -52,6 +64,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from fif.errors import FifError
@@ -60,8 +73,14 @@ OPERATORS = ("interpolation", "slerp", "task_arithmetic", "ties", "dare_ties", "
              "magmax", "random", "model_stock")
 NEEDS_BASE = frozenset(OPERATORS) - {"interpolation", "slerp"}
 LINEAR = frozenset({"interpolation", "task_arithmetic"})  # merged by accumulation, one model at a time
-WEIGHTINGS = ("uniform", "linear", "sqrt", "quadratic", "exponential", "log")
+TIES_FAMILY = frozenset({"ties", "dare_ties", "breadcrumbs_ties"})
+BASE_WEIGHTINGS = ("uniform", "linear", "sqrt", "quadratic", "cubic", "fifth", "tenth", "exponential", "log")
+WEIGHTINGS = BASE_WEIGHTINGS + tuple(f"reverse_{s}" for s in BASE_WEIGHTINGS[1:])
 SIGN_METHODS = ("total", "frequency")
+SIGN_TIES = ("positive", "majority")
+AGGREGATES = ("mean", "sum", "max")
+PRUNE_SCOPES = ("tensor", "model")
+PRUNE_RULES = ("top_k", "kth_value")
 NON_BLOCK_RULES = ("alpha", "head_last")
 
 # The "head": projections into the joint space and the temperature; everything else is "backbone".
@@ -69,6 +88,7 @@ HEAD_NAMES = frozenset({"visual.proj", "text_projection", "logit_scale", "logit_
 HEAD_PREFIXES = ("visual.head.", "text_projection.", "text.proj.")
 OUTPUT_SIDE = ("ln_post.", "ln_final.")
 Loader = Callable[[int], torch.Tensor]  # model i's tensor of one parameter
+Bounds = tuple[float, float]  # the magnitudes [low, high] a pruned task vector keeps
 _BLOCK = re.compile(r"^(?P<tower>.*?)(?:resblocks|blocks|layers|layer)\.(?P<index>\d+)\.")
 
 
@@ -100,6 +120,12 @@ class MergeRule:
     bottom_drop: float = 0.8
     seed: int = 0
     slerp_threshold: float = 0.9995
+    aggregate: str = "mean"  # task_arithmetic: mean | sum; ties family: mean | sum | max of the agreeing entries
+    prune_scope: str = "tensor"  # ties family: rank magnitudes per tensor | over the whole part (reference)
+    prune_rule: str = "top_k"  # ties family: exact counts | kth_value (the reference's thresholds)
+    sign_tie: str = "positive"  # ties family, a vote of exactly 0: + | the majority of elected signs in the scope
+    stock_clamp: bool = True  # model_stock: clamp the mean cosine to [0, 1] (false: [-1, 1], the reference)
+    stock_eps: float = 0.0  # model_stock: added to the cosine's and the ratio's denominators (reference: 1e-8)
     lines: Lines | None = None
 
     @classmethod
@@ -119,16 +145,15 @@ class MergeRule:
                 raise FifError(f"{where}.lines.{sorted(unknown)[0]} is not a LiNeS option "
                                f"(expected enabled, alpha, beta, power, non_block)")
             lines = Lines(**{k: (str(v) if k == "non_block" else float(v)) for k, v in opts.items()})
-        types = {f.name: f.type for f in fields(cls)}
-        typed: dict[str, Any] = {}
-        for key, value in values.items():
-            try:
-                typed[key] = str(value) if types[key] == "str" else int(value) if types[key] == "int" else float(value)
-            except (TypeError, ValueError):
-                raise FifError(f"{where}.{key}={value!r} is not valid: expected {types[key]}") from None
+        types = {f.name: str(f.type) for f in fields(cls)}
+        typed = {key: _typed(value, types[key], f"{where}.{key}") for key, value in values.items()}
         rule = cls(**typed, lines=lines)
         rule.validate(where)
         return rule
+
+    def vector_scale(self, n: int) -> float:
+        """The factor of task_arithmetic's weighted task-vector sum: lambda, times N for aggregate=sum."""
+        return self.scaling * n if self.aggregate == "sum" and self.method == "task_arithmetic" else self.scaling
 
     def validate(self, where: str = "merge") -> None:
         def bad(key: str, expected: str) -> FifError:
@@ -138,8 +163,14 @@ class MergeRule:
             raise bad("method", f"one of {', '.join(OPERATORS)}")
         if self.weighting not in WEIGHTINGS:
             raise bad("weighting", f"one of {', '.join(WEIGHTINGS)}")
-        if self.sign not in SIGN_METHODS:
-            raise bad("sign", f"one of {', '.join(SIGN_METHODS)}")
+        for key, allowed in (("sign", SIGN_METHODS), ("sign_tie", SIGN_TIES), ("aggregate", AGGREGATES),
+                             ("prune_scope", PRUNE_SCOPES), ("prune_rule", PRUNE_RULES)):
+            if getattr(self, key) not in allowed:
+                raise bad(key, f"one of {', '.join(allowed)}")
+        if self.method == "task_arithmetic" and self.aggregate == "max":
+            raise bad("aggregate", "mean or sum for task_arithmetic (max is for the ties family)")
+        if not self.stock_eps >= 0:
+            raise bad("stock_eps", "a number >= 0")
         if not 0.0 <= self.weight <= 1.0:
             raise bad("weight", "a number in [0, 1]")
         if not 0.0 < self.density <= 1.0:
@@ -156,17 +187,32 @@ class MergeRule:
                            f"expected one of {', '.join(NON_BLOCK_RULES)}")
 
 
+def _typed(value: Any, kind: str, where: str) -> Any:
+    """A config value as the field's type (bool accepts true/false, also as text); a bad one names the key."""
+    try:
+        if kind == "bool":
+            text = str(value).strip().lower()
+            if text not in ("true", "false"):
+                raise ValueError(text)
+            return text == "true"
+        return str(value) if kind == "str" else int(value) if kind == "int" else float(value)
+    except (TypeError, ValueError):
+        raise FifError(f"{where}={value!r} is not valid: expected {kind}") from None
+
+
 # ------------------------------------------------------------------ weights
 def scheme_weights(scheme: str, n: int, exp_base: float = 2.0) -> list[float]:
     """Normalised weights of ``n`` models, oldest first (formulas in the module docstring)."""
     if n < 1:
         raise FifError(f"cannot weight {n} models")
-    raw = {"uniform": lambda i: 1.0, "linear": float, "sqrt": math.sqrt, "quadratic": lambda i: float(i * i),
+    raw = {"uniform": lambda i: 1.0, "linear": float, "sqrt": math.sqrt, "quadratic": lambda i: float(i ** 2),
+           "cubic": lambda i: float(i ** 3), "fifth": lambda i: float(i ** 5), "tenth": lambda i: float(i ** 10),
            "exponential": lambda i: exp_base ** (i - 1), "log": lambda i: math.log(i + 1)}
-    if scheme not in raw:
+    if scheme not in WEIGHTINGS:
         raise FifError(f"weighting={scheme!r} is not valid: expected one of {', '.join(WEIGHTINGS)}")
-    values = [raw[scheme](i) for i in range(1, n + 1)]
-    return normalise(values)
+    base = scheme.removeprefix("reverse_")
+    values = [raw[base](i) for i in range(1, n + 1)]
+    return normalise(values[::-1] if base != scheme else values)
 
 
 def normalise(weights: Sequence[float]) -> list[float]:
@@ -278,39 +324,108 @@ def breadcrumbs_prune(tau: torch.Tensor, top_drop: float, bottom_drop: float) ->
     return tau * mask.reshape(tau.shape)
 
 
-def _sparsified(rule: MergeRule, tau: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def order_statistics(values: np.ndarray, ranks: Sequence[int]) -> list[float]:
+    """The values of 1-based ``ranks`` in ascending order. Partitions ``values`` in place with numpy's
+    introselect: O(n) and no index array (torch.kthvalue would allocate 8 more bytes per entry, a lot
+    for the magnitudes of a whole model)."""
+    values.partition(sorted({r - 1 for r in ranks}))
+    return [float(values[r - 1]) for r in ranks]
+
+
+def magnitude_bounds(rule: MergeRule, magnitudes: np.ndarray) -> Bounds:
+    """[low, high]: the magnitudes a pruned task vector keeps, ranked over ``magnitudes`` (reordered).
+
+    The thresholds of ``prune_rule`` (module docstring); equal magnitudes at a threshold are all kept.
+    """
+    n = magnitudes.size
+    if n == 0:
+        return 0.0, math.inf
     if rule.method == "ties":
-        return magnitude_prune(tau, rule.density)
+        if rule.prune_rule == "kth_value":
+            # The reference's p is 1 - density; rounding to 12 decimals gives back the very float p a
+            # config wrote (1 - (1 - 0.2) is 0.19999999999999996, which would change int(n p) by one).
+            k = int(n * round(1.0 - rule.density, 12))
+            return (order_statistics(magnitudes, [k])[0] if k >= 1 else 0.0), math.inf
+        k = int(rule.density * n)
+        return (order_statistics(magnitudes, [n - k + 1])[0] if k >= 1 else math.inf), math.inf
+    low, high = order_statistics(magnitudes, [int(rule.bottom_drop * n) + 1, n - int(rule.top_drop * n)])
+    return low, high
+
+
+def threshold_prune(tau: torch.Tensor, bounds: Bounds) -> torch.Tensor:
+    """tau where low <= |tau| <= high, else 0."""
+    magnitude = tau.abs()
+    keep = magnitude >= bounds[0]
+    if bounds[1] < math.inf:
+        keep &= magnitude <= bounds[1]
+    return tau * keep
+
+
+def _sparsified(rule: MergeRule, tau: torch.Tensor, generator: torch.Generator | None,
+                bounds: Bounds | None) -> torch.Tensor:
     if rule.method == "dare_ties":
         return random_prune(tau, rule.density, generator)
-    return breadcrumbs_prune(tau, rule.top_drop, rule.bottom_drop)
+    if bounds is None and rule.prune_rule == "top_k" and rule.prune_scope == "tensor":
+        if rule.method == "ties":
+            return magnitude_prune(tau, rule.density)
+        return breadcrumbs_prune(tau, rule.top_drop, rule.bottom_drop)
+    if bounds is None:  # thresholds from this tensor alone (merge_stream passes a whole part's)
+        bounds = magnitude_bounds(rule, tau.abs().reshape(-1).numpy())
+    return threshold_prune(tau, bounds)
+
+
+def sign_votes(rule: MergeRule, load: Loader, n: int, base: torch.Tensor, generator: torch.Generator | None = None,
+               bounds: Sequence[Bounds] | None = None) -> torch.Tensor:
+    """Per entry the sum of the sparsified tau_i (sign=total) or of their signs (sign=frequency)."""
+    votes = torch.zeros_like(base)
+    for i in range(n):
+        tau = _sparsified(rule, load(i) - base, generator, bounds[i] if bounds is not None else None)
+        votes.add_(tau if rule.sign == "total" else tau.sign())
+    return votes
+
+
+def majority_sign(votes: torch.Tensor) -> float:
+    """The sign most entries elect (+1 / -1; the reference's 0 selects the negative entries, as -1 does)."""
+    return 1.0 if float(torch.sign(votes).sum()) > 0 else -1.0
+
+
+def elect(rule: MergeRule, votes: torch.Tensor, tie_sign: float | None = None) -> torch.Tensor:
+    """The elected sign per entry; a vote of exactly 0 gets ``tie_sign`` (None: by ``rule.sign_tie`` here)."""
+    if tie_sign is None:
+        tie_sign = 1.0 if rule.sign_tie == "positive" else majority_sign(votes)
+    return torch.where(votes > 0, 1.0, torch.where(votes < 0, -1.0, tie_sign)).to(votes.dtype)
 
 
 def ties_family(rule: MergeRule, load: Loader, weights: Sequence[float], base: torch.Tensor,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-    """Sparsify each tau_i, elect a sign per entry, disjoint mean (peft's formula), in two passes.
+                generator: torch.Generator | None = None, bounds: Sequence[Bounds] | None = None,
+                tie_sign: float | None = None) -> torch.Tensor:
+    """Sparsify each tau_i, elect a sign per entry, aggregate the agreeing entries, in two passes.
 
-    Pass 1 sums the votes (total: sparsified tau_i; frequency: their signs); pass 2 recomputes each
-    sparsified tau_i (DARE's draws replayed from the same generator state) and adds
-    m_i N w_i tau_i and m_i, m_i = [sign(tau_i) == elected]. Memory: a few tensors, whatever N.
+    Pass 1 sums the votes; pass 2 recomputes each sparsified tau_i (DARE's draws replayed from the
+    same generator state) and aggregates m_i N w_i tau_i, m_i = [sign(tau_i) == elected]. Memory:
+    a few tensors, whatever N. ``bounds`` (one per model) and ``tie_sign`` come from a whole part
+    when the pruning scope is the model (merge_stream); None: from this tensor.
     """
     n = len(weights)
     replay = generator.get_state() if generator is not None else None
-    votes = torch.zeros_like(base)
-    for i in range(n):
-        tau = _sparsified(rule, load(i) - base, generator)
-        votes.add_(tau if rule.sign == "total" else tau.sign())
-    elected = torch.where(votes >= 0, 1.0, -1.0).to(base.dtype)
-    del votes
+    elected = elect(rule, sign_votes(rule, load, n, base, generator, bounds), tie_sign)
     if generator is not None:
         generator.set_state(replay)
-    mixed, count = torch.zeros_like(base), torch.zeros_like(base)
+    mixed = torch.zeros_like(base)
+    count = torch.zeros_like(base) if rule.aggregate == "mean" else None
     for i, w in enumerate(weights):
-        tau = _sparsified(rule, load(i) - base, generator)
+        tau = _sparsified(rule, load(i) - base, generator, bounds[i] if bounds is not None else None)
         agree = tau.sign() == elected
-        mixed.add_(tau * (w * n) * agree)
-        count.add_(agree)
-    return mixed / torch.clamp(count, min=1.0)
+        term = tau * (w * n) * agree
+        if rule.aggregate == "max":
+            mixed = torch.maximum(mixed, term.abs())
+            continue
+        mixed.add_(term)
+        if count is not None:
+            count.add_(agree)
+    if rule.aggregate == "max":
+        return mixed * elected
+    return mixed / torch.clamp(count, min=1.0) if count is not None else mixed
 
 
 def _apply(base: torch.Tensor, merged_tau: torch.Tensor, scaling: float) -> torch.Tensor:
@@ -344,14 +459,9 @@ def random_pick(load: Loader, weights: Sequence[float], base: torch.Tensor, scal
     return out if scaling == 1 else _apply(base, out - base, scaling)
 
 
-def model_stock(load: Loader, n: int, base: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """t = N cos / (1 + (N - 1) cos) from the mean pairwise cosine; theta_0 + t * mean_i tau_i.
-
-    The mean pairwise cosine comes from unit vectors u_i without storing them:
-    sum_{i<j} cos_ij = (|sum_i u_i|^2 - sum_i |u_i|^2) / 2 (a zero task vector has u_i = 0).
-    """
-    if n == 1:
-        return load(0).clone()
+def _stock_cosine_units(load: Loader, n: int, base: torch.Tensor, eps: float = 1e-12) -> tuple[torch.Tensor, float]:
+    """(sum_i tau_i, mean pairwise cosine) in one pass, from unit vectors u_i without storing them:
+    sum_{i<j} cos_ij = (|sum_i u_i|^2 - sum_i |u_i|^2) / 2 (a zero task vector has u_i = 0)."""
     sum_tau, sum_unit, unit_sq = torch.zeros_like(base), torch.zeros_like(base, dtype=torch.float64), 0.0
     for i in range(n):
         tau = load(i) - base
@@ -361,15 +471,47 @@ def model_stock(load: Loader, n: int, base: torch.Tensor, eps: float = 1e-12) ->
             sum_unit.add_(unit)
             unit_sq += float((unit * unit).sum())
         sum_tau.add_(tau)
-    cos = (float((sum_unit * sum_unit).sum()) - unit_sq) / (n * (n - 1))
-    cos = max(0.0, min(1.0, cos))
-    ratio = n * cos / (1 + (n - 1) * cos)
+    return sum_tau, (float((sum_unit * sum_unit).sum()) - unit_sq) / (n * (n - 1))
+
+
+def _stock_cosine_pairs(load: Loader, n: int, base: torch.Tensor, eps: float) -> tuple[torch.Tensor, float]:
+    """(sum_i tau_i, mean over pairs of <tau_i, tau_j> / (|tau_i| |tau_j| + eps)), the reference's cosine.
+
+    The eps does not factor into unit vectors, so each pair is read: about N^2 / 2 reads of the parameter."""
+    sum_tau, norms = torch.zeros_like(base), []
+    for i in range(n):
+        tau = load(i) - base
+        norms.append(float(tau.double().norm()))
+        sum_tau.add_(tau)
+    total = 0.0
+    for i in range(n - 1):
+        tau_i = (load(i) - base).double()
+        for j in range(i + 1, n):
+            total += float((tau_i * (load(j) - base).double()).sum()) / (norms[i] * norms[j] + eps)
+    return sum_tau, total / (n * (n - 1) / 2)
+
+
+def model_stock(load: Loader, n: int, base: torch.Tensor, clamp: bool = True, eps: float = 0.0) -> torch.Tensor:
+    """t = N cos / (1 + (N - 1) cos + eps) from the mean pairwise cosine; theta_0 + t * mean_i tau_i.
+
+    ``clamp``: cos in [0, 1] (a negative mean cosine gives theta_0); false: [-1, 1] as the reference,
+    where t < 0 moves away from the task models and grows without bound near cos = -1 / (N - 1).
+    """
+    if n == 1:
+        return load(0).clone()
+    sum_tau, cos = _stock_cosine_pairs(load, n, base, eps) if eps > 0 else _stock_cosine_units(load, n, base)
+    cos = max(0.0 if clamp else -1.0, min(1.0, cos))
+    ratio = n * cos / (1 + (n - 1) * cos + eps)
     return base + sum_tau * (ratio / n)
 
 
 def merge_loaded(rule: MergeRule, load: Loader, weights: Sequence[float], base: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-    """Merge one parameter; ``load(i)`` gives model i's tensor (oldest first, working dtype, read-only)."""
+                 generator: torch.Generator | None = None, bounds: Sequence[Bounds] | None = None,
+                 tie_sign: float | None = None) -> torch.Tensor:
+    """Merge one parameter; ``load(i)`` gives model i's tensor (oldest first, working dtype, read-only).
+
+    ``bounds`` / ``tie_sign``: the ties family's per-model magnitude bounds and the sign of zero votes
+    when they come from a whole part (merge_stream, prune_scope=model); None: from this tensor."""
     method, n = rule.method, len(weights)
     if method in NEEDS_BASE and base is None:
         raise FifError(f"merge operator {method!r} needs the base model theta_0")
@@ -382,14 +524,14 @@ def merge_loaded(rule: MergeRule, load: Loader, weights: Sequence[float], base: 
     assert base is not None
     base = as_working(base)
     if method == "task_arithmetic":
-        return _apply(base, interpolate_loaded(lambda i: load(i) - base, weights), rule.scaling)
+        return _apply(base, interpolate_loaded(lambda i: load(i) - base, weights), rule.vector_scale(n))
     if method == "magmax":
         return magmax(load, n, base, rule.scaling)
     if method == "random":
         return random_pick(load, weights, base, rule.scaling, generator)
     if method == "model_stock":
-        return model_stock(load, n, base)
-    return _apply(base, ties_family(rule, load, weights, base, generator), rule.scaling)
+        return model_stock(load, n, base, rule.stock_clamp, rule.stock_eps)
+    return _apply(base, ties_family(rule, load, weights, base, generator, bounds, tie_sign), rule.scaling)
 
 
 def merge_tensor(rule: MergeRule, tensors: Sequence[torch.Tensor], weights: Sequence[float],

@@ -12,7 +12,11 @@ ways:
   sign votes, then the disjoint mean; model_stock: running sums of task and unit vectors): all
   sources are open (lazily; safetensors reads one tensor on demand) and each model's tensor of
   the key is read, used and dropped, so the memory held is the result plus a few tensors of one
-  parameter, whatever N is.
+  parameter, whatever N is;
+* the ties family with ``prune_scope=model`` (the reference's ranking over the whole flattened
+  task vector) first reads each model once more to rank its task vector's magnitudes over all the
+  merged keys (one model part's magnitudes in memory at a time, 4 bytes per parameter), and with
+  ``sign_tie=majority`` once more to count the elected signs over the part; then merges per key.
 
 ``save_state`` writes a state dict atomically as safetensors (what the merging methods use for
 their task checkpoints).
@@ -26,11 +30,13 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Mapping, Sequence, Union
 
+import numpy as np
 import torch
 
 from fif.errors import FifError
-from fif.methods.merge_ops import (LINEAR, NEEDS_BASE, MergeRule, as_working, interpolate, lines_factor, merge_loaded,
-                                  normalise, tower_depths)
+from fif.methods.merge_ops import (LINEAR, NEEDS_BASE, TIES_FAMILY, Bounds, MergeRule, as_working, interpolate,
+                                  lines_factor, magnitude_bounds, merge_loaded, normalise, sign_votes, tower_depths,
+                                  working_dtype)
 from fif.utils.io import atomic_write
 
 
@@ -183,7 +189,11 @@ def merge_states(models: Sequence[SourceLike], rule: MergeRule, weights: Sequenc
         else:
             for source in sources:
                 stack.enter_context(source)
-            out = {key: _merge_key(sources, rule, w, base_src, key, salt) for key in keys}
+            if rule.method in TIES_FAMILY and rule.prune_scope == "model":
+                assert base_src is not None
+                out = _merge_part(sources, rule, w, base_src, keys, salt)
+            else:
+                out = {key: _merge_key(sources, rule, w, base_src, key, salt) for key in keys}
         if rule.lines is not None:
             assert base_src is not None
             depths = tower_depths(all_keys)
@@ -196,7 +206,7 @@ def merge_states(models: Sequence[SourceLike], rule: MergeRule, weights: Sequenc
 
 
 def _merge_key(sources: list[StateSource], rule: MergeRule, w: list[float], base_src: StateSource | None,
-               key: str, salt: int) -> torch.Tensor:
+               key: str, salt: int, bounds: list[Bounds] | None = None, tie_sign: float | None = None) -> torch.Tensor:
     """One parameter: each model's tensor is read when the operator asks for it, then dropped."""
     newest = _read(sources[-1], key)
     if not newest.is_floating_point():
@@ -205,7 +215,44 @@ def _merge_key(sources: list[StateSource], rule: MergeRule, w: list[float], base
     del newest
     base_t = _read(base_src, key, shape) if base_src is not None else None
     generator = key_generator(rule.seed, salt, key) if rule.method in ("dare_ties", "random") else None
-    return merge_loaded(rule, lambda i: as_working(_read(sources[i], key, shape)), w, base_t, generator).to(dtype)
+    load = lambda i: as_working(_read(sources[i], key, shape))  # noqa: E731
+    return merge_loaded(rule, load, w, base_t, generator, bounds, tie_sign).to(dtype)
+
+
+def _merge_part(sources: list[StateSource], rule: MergeRule, w: list[float], base_src: StateSource,
+                keys: list[str], salt: int) -> dict[str, torch.Tensor]:
+    """The ties family with prune_scope=model: each tau_i's magnitude bounds, and with sign_tie=majority
+    the sign of zero votes, over all ``keys`` together (the reference's flattened task vectors)."""
+    floats, wide = {}, False
+    for key in keys:
+        tensor = _read(base_src, key)
+        if tensor.is_floating_point():
+            floats[key] = tensor.shape
+            wide = wide or working_dtype(tensor.dtype) == torch.float64
+    dtype = np.float64 if wide else np.float32
+    bounds = None if rule.method == "dare_ties" else [_part_bounds(s, rule, base_src, floats, dtype) for s in sources]
+    tie_sign = None
+    if rule.sign_tie == "majority":
+        total = 0.0
+        for key, shape in floats.items():
+            generator = key_generator(rule.seed, salt, key) if rule.method == "dare_ties" else None
+            votes = sign_votes(rule, lambda i: as_working(_read(sources[i], key, shape)), len(sources),
+                               as_working(_read(base_src, key, shape)), generator, bounds)
+            total += float(torch.sign(votes).sum())
+        tie_sign = 1.0 if total > 0 else -1.0
+    return {key: _merge_key(sources, rule, w, base_src, key, salt, bounds, tie_sign) for key in keys}
+
+
+def _part_bounds(source: StateSource, rule: MergeRule, base_src: StateSource, floats: dict[str, torch.Size],
+                 dtype: type) -> Bounds:
+    """Magnitude bounds of one model's task vector ranked over every floating key of the part."""
+    magnitudes = np.empty(sum(shape.numel() for shape in floats.values()), dtype=dtype)
+    offset = 0
+    for key, shape in floats.items():
+        tau = as_working(_read(source, key, shape)) - as_working(_read(base_src, key, shape))
+        magnitudes[offset:offset + tau.numel()] = tau.abs().reshape(-1).numpy()
+        offset += tau.numel()
+    return magnitude_bounds(rule, magnitudes)
 
 
 def _merge_linear(sources: list[StateSource], rule: MergeRule, w: list[float], base_src: StateSource | None,
@@ -214,6 +261,7 @@ def _merge_linear(sources: list[StateSource], rule: MergeRule, w: list[float], b
     acc: dict[str, torch.Tensor] = {}
     meta: dict[str, tuple[torch.Size, torch.dtype]] = {}
     tv = rule.method == "task_arithmetic"
+    scale = rule.vector_scale(len(sources))
     for index, (source, weight) in enumerate(zip(sources, w)):
         last = index == len(sources) - 1
         if weight == 0 and not last:
@@ -239,7 +287,7 @@ def _merge_linear(sources: list[StateSource], rule: MergeRule, w: list[float], b
         value = acc[key]
         if tv and value.is_floating_point():
             assert base_src is not None
-            tau = value * rule.scaling if rule.scaling != 1 else value
+            tau = value * scale if scale != 1 else value
             value = as_working(_read(base_src, key)) + tau
         out[key] = value.to(meta[key][1])
     return out

@@ -8,14 +8,18 @@ one-shot N-model merge of theta_1..theta_t (theta_0 first when ``include_zero_sh
 The temporal grid (``merge_grid``): where task t+1 starts training (init) x what is evaluated
 after task t (eval), over these states:
   latest        theta_t (plain continual finetuning);
-  merge_of_all  merge_all(theta_1..theta_t);
-  unrolled      the EMA-style recursion m_t = merge(theta_t, m_{t-1}), m_0 = theta_0;
+  merge_of_all  merge_all(theta_1..theta_t); with ``single_model=keep`` a lone theta_1 is taken as
+                it is instead of merged (the reference's offline_merge);
+  unrolled      the EMA-style recursion m_t = merge(theta_t, m_{t-1}), starting (``unrolled_start``)
+                at m_0 = theta_0 (zero_shot, as the reference's ema_paint and zs_paint) or at
+                m_1 = theta_1 (first_task, as the reference's double_merge_* methods);
   zero_shot     theta_0 (init only).
-The named methods are cells of it, plus ft_paint's anchor-to-theta_0 merge:
+The named methods are cells of it, plus ft_paint's anchor-to-theta_0 merge; each method block may
+move its cell with ``init`` / ``eval`` (docs/merging.md lists the reference's cells):
   ema_paint      init unrolled,  eval unrolled       (m_t = merge(theta_t, m_{t-1}))
   ft_paint       init ft,        eval ft             (m_t = merge(theta_t, theta_0))
-  zs_paint       init zero_shot, eval merge_of_all
-  offline_merge  init latest,    eval merge_of_all
+  zs_paint       init zero_shot, eval merge_of_all   (reference: eval unrolled)
+  offline_merge  init latest,    eval merge_of_all   (reference: init zero_shot)
 
 Backbone and head are merged with separate rules (``backbone_merge``, ``head_merge``); ``split``
 says which parameters form the head: ``projections`` = visual.proj, text_projection and
@@ -45,11 +49,24 @@ from fif.methods.merge_stream import SourceLike, merge_states, save_state
 INIT_MODES = ("latest", "merge_of_all", "unrolled", "zero_shot")
 EVAL_MODES = ("latest", "merge_of_all", "unrolled")
 SPLITS = ("projections", "towers")
+UNROLLED_STARTS = ("zero_shot", "first_task")
+SINGLE_MODEL = ("merge", "keep")
+OPTIONS = ("split", "include_zero_shot", "backbone_merge", "head_merge", "init", "eval", "unrolled_start",
+           "single_model")
 State = dict[str, torch.Tensor]
 
 
 def _cpu_copy(model: torch.nn.Module) -> State:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def _choice(options: DictConfig, key: str, default: str, allowed: tuple[str, ...], where: str) -> str:
+    """``options[key]`` (null or absent: ``default``), one of ``allowed``; otherwise a one-line error."""
+    value = options.get(key)
+    value = default if value is None else str(value)
+    if value not in allowed and value != default:
+        raise FifError(f"{where}.{key}={value!r} is not valid: expected one of {', '.join(allowed)}")
+    return value
 
 
 class MergingMethod(GradientMethod):
@@ -65,15 +82,20 @@ class MergingMethod(GradientMethod):
     def __init__(self, model: torch.nn.Module, options: DictConfig, context: MethodContext) -> None:
         super().__init__(model, options, context)
         where = f"continual.{self.name}"
-        self.split = str(options.get("split", "projections"))
-        if self.split not in SPLITS:
-            raise FifError(f"{where}.split={self.split!r} is not valid: expected one of {', '.join(SPLITS)}")
+        for key in options:
+            if key not in OPTIONS:
+                raise FifError(f"{where}.{key} is not an option of {self.name} (expected one of: {', '.join(OPTIONS)})")
+        self.split = _choice(options, "split", "projections", SPLITS, where)
+        self.init_mode = _choice(options, "init", self.init_mode, INIT_MODES, where)
+        self.eval_mode = _choice(options, "eval", self.eval_mode, EVAL_MODES, where)
+        self.unrolled_start = _choice(options, "unrolled_start", "zero_shot", UNROLLED_STARTS, where)
+        self.single_model = _choice(options, "single_model", "merge", SINGLE_MODEL, where)
         self.include_zero_shot = bool(options.get("include_zero_shot", False))
         self.rules = {part: MergeRule.from_config(options.get(f"{part}_merge"), f"{where}.{part}_merge")
                       for part in ("backbone", "head")}
         self._check_modes(where)
         self.theta0: State = _cpu_copy(model)
-        self.unrolled: State | None = None  # m_t; None stands for m_0 = theta_0
+        self.unrolled: State | None = None  # m_t; None before the first task (m_0 = theta_0 or none)
         self.anchored: State | None = None  # ft_paint's merge(theta_t, theta_0)
         self.checkpoints: list[str] = []
         self.tasks_done = 0
@@ -108,9 +130,13 @@ class MergingMethod(GradientMethod):
         """merge(newer, older): the newer model has weight ``weight``, the older 1 - weight."""
         return self._merge([older, newer], lambda rule: [1.0 - rule.weight, rule.weight])
 
-    def merge_all(self) -> State:
-        """One-shot merge of every task model so far (theta_0 first if include_zero_shot), streamed from disk."""
+    def merge_all(self, newest: State) -> State:
+        """One-shot merge of every task model so far (theta_0 first if include_zero_shot), streamed from disk.
+
+        ``newest`` is theta_t, the last of them: with single_model=keep a lone task model is returned as is."""
         models: list[SourceLike] = ([self.theta0] if self.include_zero_shot else []) + list(self.checkpoints)
+        if len(models) == 1 and self.single_model == "keep":
+            return newest
         return self._merge(models, lambda rule: scheme_weights(rule.weighting, len(models), rule.exp_base))
 
     def _work_dir(self) -> Path:
@@ -129,7 +155,10 @@ class MergingMethod(GradientMethod):
             save_state(path, theta_t)
             self.checkpoints.append(str(path))
         if "unrolled" in modes:
-            self.unrolled = self.merge_pair(self.unrolled if self.unrolled is not None else self.theta0, theta_t)
+            if self.unrolled is None and self.unrolled_start == "first_task":
+                self.unrolled = theta_t  # m_1 = theta_1
+            else:
+                self.unrolled = self.merge_pair(self.unrolled if self.unrolled is not None else self.theta0, theta_t)
         if "ft" in modes:
             self.anchored = self.merge_pair(self.theta0, theta_t)
         cache: dict[str, State] = {}
@@ -138,7 +167,7 @@ class MergingMethod(GradientMethod):
             if mode not in cache:
                 cache[mode] = {"latest": lambda: theta_t, "zero_shot": lambda: self.theta0,
                                "unrolled": lambda: self.unrolled, "ft": lambda: self.anchored,
-                               "merge_of_all": self.merge_all}[mode]()
+                               "merge_of_all": lambda: self.merge_all(theta_t)}[mode]()
             return cache[mode]
 
         last = task.index >= task.num_tasks - 1
@@ -221,18 +250,8 @@ class OfflineMerge(MergingMethod):
 class MergeGrid(MergingMethod):
     """Any train-init x eval cell: ``continual.merge_grid.init`` and ``.eval``."""
 
-    name = "merge_grid"
+    name, init_mode, eval_mode = "merge_grid", "unrolled", "unrolled"
     cost_table_row = False  # its cells cost what the named merging methods cost
-
-    def __init__(self, model: torch.nn.Module, options: DictConfig, context: MethodContext) -> None:
-        init, evaluate = str(options.get("init", "unrolled")), str(options.get("eval", "unrolled"))
-        if init not in INIT_MODES:
-            raise FifError(f"continual.merge_grid.init={init!r} is not valid: expected one of {', '.join(INIT_MODES)}")
-        if evaluate not in EVAL_MODES:
-            raise FifError(f"continual.merge_grid.eval={evaluate!r} is not valid: "
-                           f"expected one of {', '.join(EVAL_MODES)}")
-        self.init_mode, self.eval_mode = init, evaluate
-        super().__init__(model, options, context)
 
 
 MERGING_METHODS: dict[str, type[MergingMethod]] = {
