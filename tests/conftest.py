@@ -18,6 +18,7 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Generate the mini benchmark into a session temp folder, never into the user's cache."""
     cache = tmp_path_factory.mktemp("fif_cache")
     os.environ["FIF_CACHE"] = str(cache)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach huggingface.co (download tests use a loopback hub)
     return cache
 
 

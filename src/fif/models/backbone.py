@@ -1,12 +1,15 @@
-"""open_clip backbones: the shipped mini CLIP and the reference's named architectures.
+"""open_clip backbones: the shipped mini CLIP, the reference's named architectures, hub repositories.
 
-Every backbone is an open_clip model plus its tokenizer and train/eval transforms; nothing is
-downloaded. Weights come from a local checkpoint file, an open_clip ``local-dir`` folder, or an
-already-populated open_clip/Hugging Face cache (``cache_dir``, read offline).
+Every backbone is an open_clip model plus its tokenizer and train/eval transforms. Weights come
+from a local checkpoint file (open_clip weights, or a run's ``final_model.pt``), an open_clip
+``local-dir`` folder, or open_clip's pretrained download and cache (``fif.models.weights``: a
+cached copy is checked against its recorded SHA-256 and used without network; a missing one is
+downloaded unless ``HF_HUB_OFFLINE=1``, which gives one line saying how to provide it).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -17,22 +20,12 @@ import open_clip
 import torch
 
 from fif.errors import FifError
+from fif.models.weights import HUB_PREFIX, NAMED_ARCHITECTURES, locate, weights_source
 from fif.models.word_tokenizer import WordTokenizer
 
-MINI_CLIP = "mini_clip"
+__all__ = ["MINI_CLIP", "NAMED_ARCHITECTURES", "Backbone", "build_backbone", "mini_clip_dir"]
 
-# Reference backbone names -> (open_clip architecture, open_clip pretrained tag).
-NAMED_ARCHITECTURES: dict[str, tuple[str, str]] = {
-    "openclip_vit_b32": ("ViT-B-32", "laion2b_s34b_b79k"),
-    "openclip_vit_b16": ("ViT-B-16", "laion2b_s34b_b88k"),
-    "openclip_vit_l14": ("ViT-L-14", "laion2b_s32b_b82k"),
-    "openclip_vit_h14": ("ViT-H-14", "laion2b_s32b_b79k"),
-    "openclip_vit_g14": ("ViT-g-14", "laion2b_s34b_b88k"),
-    "openclip_vit_bigg14": ("ViT-bigG-14", "laion2b_s39b_b160k"),
-    "openclip_convnext_base": ("convnext_base", "laion400m_s13b_b51k"),
-    "openclip_convnext_base_w": ("convnext_base_w", "laion2b_s13b_b82k"),
-    "openclip_convnext_large_d": ("convnext_large_d", "laion2b_s26b_b102k_augreg"),
-}
+MINI_CLIP = "mini_clip"
 
 
 @dataclass
@@ -64,56 +57,95 @@ def _from_local_dir(name: str, local_dir: Path, pretrained: bool) -> Backbone:
     return Backbone(name, model, _tokenizer_for(local_dir, name), train_tf, eval_tf)
 
 
-def build_backbone(name: str, checkpoint: str | None = None, cache_dir: str | None = None,
-                   pretrained: bool = True) -> Backbone:
-    """Build a backbone by reference name (``openclip_vit_b32`` ...), ``mini_clip`` or a local dir.
+def _from_named(name: str, cache_dir: str | None, pretrained: bool) -> Backbone:
+    """A reference architecture with its pretrained tag's preprocessing; weights through the cache."""
+    source = weights_source(name)
+    pre = source.preprocess
+    model, train_tf, eval_tf = open_clip.create_model_and_transforms(
+        source.arch, pretrained=None, force_quick_gelu=bool(pre.get("quick_gelu", False)),
+        image_mean=pre.get("mean"), image_std=pre.get("std"), image_interpolation=pre.get("interpolation"),
+        image_resize_mode=pre.get("resize_mode"))
+    if pretrained:
+        _load_weights(model, locate(name, cache_dir).weights, name)
+    return Backbone(name, model, open_clip.get_tokenizer(source.arch), train_tf, eval_tf)
 
-    ``checkpoint`` is a weights file (.pt/.bin/.safetensors) or an open_clip local-dir folder;
-    ``pretrained=False`` builds the architecture with random weights (profiling, no files needed).
-    """
+
+def _from_hub(name: str, cache_dir: str | None, pretrained: bool) -> Backbone:
+    """An ``hf-hub:ORG/REPO`` open_clip repository, built from its cached snapshot folder."""
+    local = locate(name, cache_dir)  # the config is needed even for random weights
+    assert local.config is not None
+    # The snapshot folder holds the checked config and weights: open_clip's local-dir reads both.
+    backbone = _from_local_dir(name, local.config.parent, pretrained)
+    text_cfg = json.loads(local.config.read_text()).get("model_cfg", {}).get("text_cfg", {})
+    if text_cfg.get("hf_tokenizer_name"):  # a Hugging Face tokenizer: open_clip fetches its files
+        backbone.tokenizer = open_clip.get_tokenizer(name, cache_dir=cache_dir)
+    return backbone
+
+
+def _architecture(name: str, folder: Path | None, cache_dir: str | None, pretrained: bool) -> Backbone:
+    if folder is not None:
+        return _from_local_dir(name, folder, pretrained)
     if name == MINI_CLIP:
-        local = Path(checkpoint) if checkpoint and Path(checkpoint).is_dir() else mini_clip_dir()
-        backbone = _from_local_dir(name, local, pretrained and not (checkpoint and Path(checkpoint).is_file()))
-        if pretrained and checkpoint and Path(checkpoint).is_file():
-            _load_weights(backbone.model, checkpoint)
-        return backbone
+        return _from_local_dir(name, mini_clip_dir(), pretrained)
     if name.startswith("local-dir:"):
         return _from_local_dir(name, Path(name.removeprefix("local-dir:")), pretrained)
-    if name not in NAMED_ARCHITECTURES:
-        known = ", ".join([MINI_CLIP, *NAMED_ARCHITECTURES, "local-dir:/path"])
+    if name.startswith(HUB_PREFIX):
+        return _from_hub(name, cache_dir, pretrained)
+    return _from_named(name, cache_dir, pretrained)
+
+
+def _check_name(name: str) -> None:
+    if name != MINI_CLIP and name not in NAMED_ARCHITECTURES and not name.startswith(("local-dir:", HUB_PREFIX)):
+        known = ", ".join([MINI_CLIP, *NAMED_ARCHITECTURES, "local-dir:/path", "hf-hub:ORG/REPO"])
         raise FifError(f"experiment.backbone.name={name!r} is not a known backbone (expected one of: {known})")
-    arch, tag = NAMED_ARCHITECTURES[name]
-    if checkpoint and Path(checkpoint).is_dir():
-        return _from_local_dir(name, Path(checkpoint), pretrained)
-    model, train_tf, eval_tf = open_clip.create_model_and_transforms(arch, pretrained=None)
-    if pretrained:
-        if checkpoint:
-            if not Path(checkpoint).is_file():
-                raise FifError(f"experiment.backbone.checkpoint={checkpoint} does not exist")
-            _load_weights(model, checkpoint)
-        elif cache_dir:
-            _load_from_cache(model, arch, tag, cache_dir)
+
+
+def build_backbone(name: str, checkpoint: str | None = None, cache_dir: str | None = None,
+                   pretrained: bool = True) -> Backbone:
+    """Build a backbone by reference name (``openclip_vit_b32`` ...), ``mini_clip``, a local dir or a hub repo.
+
+    ``checkpoint`` is a weights file (.pt/.bin/.safetensors, or a run's final_model.pt) or an
+    open_clip local-dir folder; without one, named and hub backbones load open_clip's pretrained
+    weights from ``cache_dir`` (None: open_clip's default cache), downloading them if missing.
+    ``pretrained=False`` builds the architecture with random weights (profiling, no weights needed).
+    """
+    _check_name(name)
+    if checkpoint and not Path(checkpoint).exists():
+        raise FifError(f"experiment.backbone.checkpoint={checkpoint} does not exist")
+    folder = Path(checkpoint) if checkpoint and Path(checkpoint).is_dir() else None
+    weights_file = Path(checkpoint) if checkpoint and folder is None else None
+    backbone = _architecture(name, folder, cache_dir, pretrained and weights_file is None)
+    if pretrained and weights_file is not None:
+        _load_weights(backbone.model, weights_file, name)
+    return backbone
+
+
+def _run_state_dict(checkpoint: Path, name: str) -> dict[str, torch.Tensor] | None:
+    """The weights of a run's ``final_model.pt`` ({"model": state dict, "backbone": name}); None for others."""
+    if checkpoint.suffix == ".safetensors":
+        return None
+    try:  # mmap: sniffing the layout costs no read of the tensors
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a zip-format torch file: open_clip's loader reads (or rejects) it
+        return None
+    if not (isinstance(saved, dict) and isinstance(saved.get("model"), dict) and "backbone" in saved):
+        return None
+    if saved["backbone"] != name:
+        raise FifError(f"experiment.backbone.checkpoint={checkpoint} holds a {saved['backbone']} model, but "
+                       f"experiment.backbone.name={name} (set the name the run used)")
+    return saved["model"]
+
+
+def _load_weights(model: torch.nn.Module, checkpoint: str | os.PathLike, name: str) -> None:
+    checkpoint = Path(checkpoint)
+    try:
+        state = _run_state_dict(checkpoint, name)
+        if state is not None:
+            model.load_state_dict(state, strict=True)
         else:
-            raise FifError(
-                f"backbone {name} needs local weights: set experiment.backbone.checkpoint=/path/to/weights "
-                f"or experiment.backbone.cache_dir=/path/to/open_clip_cache (or pretrained=false for random weights)")
-    return Backbone(name, model, open_clip.get_tokenizer(arch), train_tf, eval_tf)
-
-
-def _load_weights(model: torch.nn.Module, checkpoint: str | os.PathLike) -> None:
-    try:
-        open_clip.load_checkpoint(model, str(checkpoint))
-    except Exception as error:  # open_clip raises many types; the user needs the file name
-        raise FifError(f"could not load weights from {checkpoint}: {type(error).__name__}: {error}") from None
-
-
-def _load_from_cache(model: torch.nn.Module, arch: str, tag: str, cache_dir: str) -> None:
-    """Find open_clip's pretrained file in a local cache without touching the network."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    cfg = open_clip.get_pretrained_cfg(arch, tag)
-    try:
-        path = open_clip.download_pretrained(cfg, cache_dir=cache_dir)
-    except Exception as error:
-        raise FifError(f"no cached weights for {arch}/{tag} under {cache_dir} ({type(error).__name__}); "
-                       f"set experiment.backbone.checkpoint to a local file instead") from None
-    _load_weights(model, path)
+            open_clip.load_checkpoint(model, str(checkpoint))
+    except FifError:
+        raise
+    except Exception as error:  # open_clip and torch raise many types; the user needs the file name
+        detail = " ".join(str(error).split())[:300]
+        raise FifError(f"could not load weights from {checkpoint}: {type(error).__name__}: {detail}") from None
