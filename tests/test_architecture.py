@@ -23,7 +23,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 ROOT = "fif"
 # Bottom to top: a module may import its own layer and any lower one.
 LAYERS: list[set[str]] = [
-    {"errors", "utils", "runtime", "settings", "config", "results"},
+    {"errors", "utils", "runtime", "settings", "config", "reference_keys", "reference_merge_keys", "results"},
     {"models", "tracking", "optim"},
     {"data"},
     {"eval"},
@@ -37,7 +37,8 @@ LAYERS: list[set[str]] = [
 # on-disk format is the bottom; the run-time sample path and the embedded mini benchmark both build
 # on it, not on each other; roots (where a run's data comes from) may build the mini benchmark.
 DATA_USES: dict[str, set[str]] = {"format": set(), "samples": {"format"}, "mini": {"format"},
-                                  "roots": {"format", "samples", "mini"}}
+                                  "roots": {"format", "samples", "mini"}, "reference": set(),
+                                  "fetch": set(), "pool_folder": {"samples"}, "pool_build": {"pool_folder"}}
 MAX_LOGIC_LINES = 60
 
 
@@ -282,7 +283,7 @@ def test_the_checks_catch_planted_violations(tmp_path):
                                f'def short():\n    # only comments\n\n' + "    y = 1\n" * MAX_LOGIC_LINES),
     })
     assert sorted(layer_violations(src)) == sorted([
-        "src/fif/errors.py:2: fif.errors [layer 0 (config, errors, results, runtime, settings, utils)] imports "
+        "src/fif/errors.py:2: fif.errors [layer 0 (config, errors, reference_keys, reference_merge_keys, results, runtime, settings, utils)] imports "
         "fif.train.loop [layer 6 (train)]",
         "src/fif/data/format/info.py:1: fif.data.format.info imports fif.data.samples.batches "
         "(fif.data.format may use only itself)",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+import sys
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -66,10 +67,20 @@ def _check_types(cfg: DictConfig, defaults: DictConfig) -> None:
             raise FifError(f"{key}={value!r} is not valid: expected {expected}")
 
 
-def compose(overrides: Sequence[str] = ()) -> DictConfig:
-    """The resolved config; a bad override is a one-line FifError naming it."""
+def compose(overrides: Sequence[str] = (), echo: Callable[[str], object] | None = None) -> DictConfig:
+    """The resolved config; a bad override is a one-line FifError naming it.
+
+    The reference's key names are accepted (fif.reference_keys): each is rewritten to ours and
+    ``echo`` (default: stderr) gets one note line naming the new key.
+    """
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
+
+    from fif.reference_keys import translate_overrides
+
+    overrides, notes = translate_overrides(overrides)
+    for note in notes:
+        (echo or _to_stderr)(note)
 
     try:
         cfg = _hydra_compose(overrides)
@@ -78,6 +89,10 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
         raise FifError(_one_line(error, overrides)) from None
     _check_types(cfg, defaults)
     return cfg
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def check_config(cfg: DictConfig, overrides: Sequence[str]) -> None:

@@ -80,8 +80,9 @@ class RunResults:
         return point
 
     def finish(self, seconds: float, skipped: dict[str, Any] | None = None) -> None:
-        """Final = the last task's point, averaged = the mean over tasks; status complete."""
-        last = self.tasks[-1]
+        """Final = the last task's point (the zero-shot one when nothing was trained), averaged = the mean
+        over tasks; status complete."""
+        last = self.tasks[-1] if self.tasks else self.data["zero_shot"]
         self.data["final"] = {k: last[k] for k in FINAL_KEYS}
         self.data["averaged"] = average_over_tasks(self.tasks)
         self.data["seconds"] = seconds

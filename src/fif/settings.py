@@ -208,7 +208,7 @@ class SchedulerSettings:
         """From a run config; keys missing from older configs take their defaults (a subclass gets
         itself: Schedule.from_config is a Schedule)."""
         block = cfg.experiment.scheduler
-        ratio = block.get("cosine_lr_mul")  # the reference's name for min_lr_ratio; when set, it wins
+        ratio = block.get("cosine_lr_mul")  # configs of older versions; the key is now an alias (fif.reference_keys)
         if ratio is not None:
             _number(ratio, f"{SCHEDULER_KEY}.cosine_lr_mul", 0)
         wsd = block.get("wsd") or {}

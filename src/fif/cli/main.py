@@ -11,6 +11,7 @@
     fif data resize ROOT                  the 224-px variants the reference reads
     fif data pool OUT (--urls F | --adopt DIR)  a pretraining pool of webdataset shards (img2dataset) or adopt one
     fif weights fetch NAME [--cache-dir D] prefetch a named backbone's open_clip weights (checksum recorded)
+    fif weights list [--cache-dir D]      named backbones and whether each is cached
     fif streams build --order O --out F   a deployment ordering of a data root's classes
     fif streams list                      the shipped streams (name, classes, datasets, origin)
     fif schedules plot [--all] [--out DIR] [KEY=VALUE ...]   learning rate over the stream, as PNGs

@@ -15,6 +15,14 @@ from fif.results import RunResults
 
 
 def dataset_roles(results: dict[str, Any]) -> dict[str, str]:
+    """Each dataset's role in this run: the registry's, with experiment.dataset.adapt_on made adaptation."""
+    roles = _registry_roles(results)
+    adapted = RunResults(results).config_value("experiment.dataset.adapt_on") or []
+    lowered = {str(name).lower() for name in adapted}
+    return {name: "adaptation" if name.lower() in lowered else role for name, role in roles.items()}
+
+
+def _registry_roles(results: dict[str, Any]) -> dict[str, str]:
     view = RunResults(results)
     config, dataset = view.config, view.config_value("experiment.dataset") or {}
     try:

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from fif.budget.plan import BudgetPlan, budget_settings, plan_task_budget, steps_without_budget
 from fif.data.format.fif_format import ADAPTATION, EVALUATION, DatasetSpec
-from fif.data.format.registry import resolve_registry
+from fif.data.format.registry import adapt_on, resolve_registry
 from fif.data.format.streams import StreamEntry, make_tasks, stream_source
 from fif.data.roots import data_root, pool_shards
 from fif.data.samples.batches import BatchBuilder
@@ -132,7 +132,7 @@ def build_components(cfg: DictConfig, device: torch.device, dist: DistContext, w
     buffer = ReplayBuffer(str(cfg.experiment.dataset.buffer.policy), cfg.experiment.dataset.buffer.size,
                           settings.seed)
     root = data_root(cfg, echo)
-    registry = resolve_registry(cfg.experiment.dataset.registry, root)
+    registry = adapt_on(resolve_registry(cfg.experiment.dataset.registry, root), cfg.experiment.dataset.get("adapt_on"))
     entries, tasks = make_tasks(cfg, root, registry)
     protocol = EvalProtocol(cfg, root, registry, echo)  # validation splits and evaluation subsets
     bb = cfg.experiment.backbone

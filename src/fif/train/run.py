@@ -360,6 +360,8 @@ def run_experiment(cfg: DictConfig, echo: Callable[..., object] = print) -> RunO
             del state
         else:
             run.zero_shot()
+        if cfg.evaluation.get("zero_shot_only"):  # the reference's zeroshot_only: score, train nothing
+            return run.finish()
         for t in run.remaining_tasks():
             train_seconds = run.train_task(t)
             run.record(t, run.evaluate(t), train_seconds)

@@ -69,6 +69,23 @@ def find_dataset(registry: dict[str, DatasetSpec], key: str, where: str = "datas
     raise FifError(f"{where} {key!r} is not in the dataset registry (known folders: {', '.join(names)})")
 
 
+def adapt_on(registry: dict[str, DatasetSpec], names: list[str] | None) -> dict[str, DatasetSpec]:
+    """The registry with the named datasets made adaptation datasets of this run (``experiment.dataset.adapt_on``).
+
+    The reference's simple_finetune trains on caltech101, an evaluation-only dataset of the benchmark;
+    naming it here lets it be streamed, and it then counts in A_KA (never in A_ZS) like any streamed dataset.
+    """
+    from dataclasses import replace
+
+    if not names:
+        return registry
+    promoted = dict(registry)
+    for name in names:
+        spec = find_dataset(registry, str(name), "experiment.dataset.adapt_on: dataset")
+        promoted[spec.name] = replace(spec, role=ADAPTATION)
+    return promoted
+
+
 def adaptation_specs(registry: dict[str, DatasetSpec]) -> list[DatasetSpec]:
     """The streamable datasets, in registry order."""
     return [spec for spec in registry.values() if spec.role == ADAPTATION]

@@ -123,7 +123,8 @@ def _not_streamable(spec: "DatasetSpec") -> str | None:
         return None
     what = ("an evaluation-only dataset" if spec.role == EVALUATION
             else f"not an adaptation dataset (role {spec.role!r})")
-    return f"{spec.folder} is {what}; streams may only bring adaptation datasets"
+    return (f"{spec.folder} is {what}; streams may only bring adaptation datasets "
+            f"(experiment.dataset.adapt_on=[{spec.name}] makes it one for this run)")
 
 
 def check_stream(entries: list[StreamEntry], registry: dict[str, "DatasetSpec"], source: str) -> list[StreamEntry]:
