@@ -271,8 +271,9 @@ def describe(outcome: DatasetOutcome) -> str:
             parts.append(f"{outcome.files} files extracted")
     else:
         parts.append("archive already extracted")
-    parts.append(f"{outcome.info_fetched} info files fetched" + (f" ({len(outcome.info_absent)} optional ones "
-                                                                  f"not in the source)" if outcome.info_absent else ""))
+    absent = len(outcome.info_absent)
+    parts.append(f"{outcome.info_fetched} info files fetched" + (f" ({absent} optional {'one' if absent == 1 else 'ones'} "
+                                                                  f"not in the source)" if absent else ""))
     return f"{folder}: " + "; ".join(parts)
 
 
