@@ -120,9 +120,12 @@ def test_a_pasted_reference_command_composes_with_one_note_per_renamed_key():
 
 
 def test_our_own_keys_pass_through_without_notes():
-    overrides, notes = translate_overrides(["experiment.dataset.root=/x", "experiment.scheduler.name=constant",
-                                            "+foo.bar=1"])
-    assert overrides == ["experiment.dataset.root=/x", "experiment.scheduler.name=constant", "+foo.bar=1"]
+    ours = ["experiment.dataset.root=/x", "experiment.scheduler.name=constant", "+foo.bar=1",
+            "continual.ema_paint.backbone_merge.weight=0.3", "continual.zs_paint.head_merge.lines.enabled=true",
+            "continual.offline_merge.backbone_merge.method=ties", "continual.offline_merge.include_zero_shot=true",
+            "continual.merge_grid.init=latest"]
+    overrides, notes = translate_overrides(ours)
+    assert overrides == ours
     assert notes == []
 
 

@@ -68,6 +68,9 @@ for _op in ("ties", "dare_ties", "breadcrumbs_ties"):
     OPERATOR_PARAMS[(_op, "merge_function")] = lambda v: [("aggregate", str(v))]
 
 
+REFERENCE_OPERATORS = {operator for operator, _ in OPERATOR_PARAMS} | {"tall_masks"}
+
+
 def is_merge_key(key: str, value: Any = None) -> bool:
     """A reference merging key this module converts (``continual.method`` only for double_merge_*)."""
     if key == "continual.method":
@@ -75,7 +78,12 @@ def is_merge_key(key: str, value: Any = None) -> bool:
     if key in ("continual.offline_merge.include_zero_shot_in_merge", "continual.offline_merge.interpolation_weighting"):
         return True
     match = PART_KEY.match(key)
-    return bool(match) and (match.group("rest") != "method" or match.group("method").startswith("double_merge"))
+    if not match:
+        return False
+    if match.group("method").startswith("double_merge"):
+        return True  # no block of ours has that name
+    rest = match.group("rest")  # our own rule keys (weight, density, lines.enabled, ...) pass through
+    return rest in ("apply_lines", "lines_params") or ("." in rest and rest.partition(".")[0] in REFERENCE_OPERATORS)
 
 
 def _ours(method: str) -> str:

@@ -14,7 +14,6 @@ hub reads it once at import; the runs of one test session may set it later).
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import re
 from contextlib import contextmanager
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from fif.errors import FifError
-from fif.utils.io import atomic_write_json
+from fif.utils.io import atomic_write_json, sha256_file
 
 WEIGHTS_MANIFEST = "fif_weights.json"
 HUB_PREFIX = "hf-hub:"
@@ -174,11 +173,6 @@ def download(source: WeightsSource, cache_dir: str | os.PathLike | None) -> Loca
     return LocalWeights(source, Path(weights), config)
 
 
-def sha256_of(path: str | os.PathLike) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def manifest_path(cache_dir: str | os.PathLike | None) -> Path:
     return hub_cache(cache_dir) / WEIGHTS_MANIFEST
 
@@ -213,7 +207,7 @@ def _manifest_lock(cache_dir: str | os.PathLike | None) -> Iterator[None]:
 
 def _file_record(path: Path, cache_dir: str | os.PathLike | None, digest: str | None = None) -> dict[str, Any]:
     """File (relative to the cache, so a copied cache still matches), SHA-256 and size of a cached file."""
-    digest = digest or sha256_of(path)
+    digest = digest or sha256_file(path)
     blob = Path(os.path.realpath(path)).name  # the hub cache names a blob by its ETag: the SHA-256 for LFS files
     if _SHA256.fullmatch(blob) and blob != digest:
         raise WeightsMismatch(f"{path} does not match the SHA-256 the hub gave for it ({blob[:16]}..., "
@@ -248,7 +242,7 @@ def verify(local: LocalWeights, cache_dir: str | os.PathLike | None) -> dict[str
             raise WeightsMismatch(f"the cache holds {path} for backbone {local.source.name}, but "
                                   f"{manifest_path(cache_dir)} recorded {', '.join(recorded)}; run "
                                   f"`fif weights fetch {local.source.name} --cache-dir {hub_cache(cache_dir)}` again")
-        digest = sha256_of(path)
+        digest = sha256_file(path)
         if digest != recorded[relative]["sha256"]:
             raise WeightsMismatch(f"{path} does not match the SHA-256 recorded in {manifest_path(cache_dir)} "
                                   f"(recorded {recorded[relative]['sha256'][:16]}..., file {digest[:16]}...): the "

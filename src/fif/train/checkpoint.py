@@ -31,7 +31,7 @@ from typing import Any, BinaryIO, Callable
 import torch
 
 from fif.errors import FifError
-from fif.utils.io import atomic_write
+from fif.utils.io import atomic_write, sha256_file
 
 FORMAT = 1
 REQUIRED_KEYS = ("format", "position", "config", "method", "buffer", "pool", "rng", "loop")
@@ -122,20 +122,12 @@ class CheckpointError(Exception):
     """A checkpoint file that cannot be used (the message says why)."""
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """The state in ``path``, verified (digest, loadable, required keys, format); else CheckpointError."""
     check = sidecar(path)
     if check.is_file():
         expected = check.read_text().split()[0] if check.read_text().split() else ""
-        actual = _file_digest(path)
+        actual = sha256_file(path)
         if actual != expected:
             raise CheckpointError(f"SHA-256 {actual[:12]}... does not match {check.name} ({expected[:12]}...)")
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -25,6 +26,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], binary: 
             os.unlink(tmp)
         raise
     return path
+
+
+def sha256_file(path: str | os.PathLike, block: int = 4 << 20) -> str:
+    """The SHA-256 of a file, read in blocks (archives and weights are GBs)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:

@@ -8,28 +8,18 @@ an expected digest given by the user (manifest column or ``--checksums``) is che
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
 from pathlib import Path
 
 from fif.errors import FifError
-from fif.utils.io import atomic_write_json
+from fif.utils.io import atomic_write_json, sha256_file
 
-BLOCK = 4 << 20
 
 
 class ChecksumMismatch(FifError):
     """An archive whose digest is not the expected one (the file has been removed)."""
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class ChecksumBook:
