@@ -56,3 +56,36 @@ def test_template_ensemble_averages_normalised_prompt_embeddings(mini_root):
     both = class_embeddings(backbone.model, backbone.tokenizer, names, ["a photo of a {} shape.", "a {} circle"], device)
     assert torch.allclose(both, F.normalize(a + b, dim=-1), atol=1e-6)
     assert torch.allclose(both.norm(dim=-1), torch.ones(2))
+
+
+def test_retrieval_ties_rank_the_lower_index_first_on_any_order_of_equal_scores():
+    """Identical captions score identically; the tie rule (lower index first) decides, not the kernel."""
+    images = torch.eye(3)
+    texts = torch.tensor([[1.0, 0, 0], [1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])  # captions 0 and 1 identical
+    owner = torch.tensor([1, 0, 1, 2])  # the duplicate caption 0 belongs to image 1, caption 1 to image 0
+    recalls = recall_at_k(images, texts, owner, ks=(1, 2))
+    # image->text R@1: img0 ties t0/t1 -> t0 (owner 1) miss; img1 -> t2 hit; img2 -> t3 hit: 2/3
+    # text->image R@1: t0 -> img0 (owner 1) miss; t1 -> img0 hit; t2 -> img1 hit; t3 -> img2 hit: 3/4
+    assert recalls[1] == pytest.approx(100 * (2 / 3 + 3 / 4) / 2)
+    assert recalls[2] == pytest.approx(100.0)
+    from fif.eval.retrieval import top_k_stable
+
+    scores = torch.tensor([[0.5, 0.9, 0.5, 0.9, 0.1]] * 3)
+    assert top_k_stable(scores, 4).tolist() == [[1, 3, 0, 2]] * 3
+
+
+def test_retrieval_sets_keep_their_full_gallery_in_subset_evaluation(reference_dir):
+    """FSCOCO's 1,777 test sketches share 112 targets: the class formula alone would keep 300 of them."""
+    import json
+
+    import numpy as np
+
+    from fif.eval.subset import EvalSubsets
+
+    info = json.loads((reference_dir / "info_samples" / "FSCOCO_test.json").read_text())
+    targets = np.array([entry["target"] for entry in info.values()])
+    assert (len(targets), len(np.unique(targets))) == (1777, 112)
+    before = EvalSubsets({"fscoco": targets}, 0.1, seed=0)
+    after = EvalSubsets({"fscoco": targets}, 0.1, seed=0, full=["fscoco"])
+    assert len(before.indices["fscoco"]) == 300
+    assert np.array_equal(after.indices["fscoco"], np.arange(1777))
