@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from omegaconf import OmegaConf
 
-from fif.config import compose, conf_dir
+from fif.config import compose, conf_dir, leaves
 from fif.errors import FifError
 from fif.reference_keys import alias_table, translate_overrides, translate_pairs
 
@@ -37,14 +37,6 @@ SHARED_PATHS = {"experiment.dataset.root", "experiment.dataset.pretraining_pool"
                 "log.folder"}  # the reference's relative ./data, ./cache: the user's own paths
 
 
-def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _leaves(value, f"{prefix}{key}.")
-    else:
-        yield prefix[:-1], node
-
-
 def _reference_files() -> dict[str, dict]:
     return json.loads(REFERENCE.read_text())
 
@@ -57,9 +49,9 @@ def _stream_name(value: str) -> str:
 def test_every_reference_key_translates_to_a_key_of_ours():
     """All keys of the reference's config.yaml and its 11 experiment files are accepted."""
     defaults = OmegaConf.to_container(compose(["experiment=fif"], echo=lambda _: None), resolve=False)
-    ours = dict(_leaves(defaults))
+    ours = dict(leaves(defaults))
     for path, content in _reference_files().items():
-        pairs = [(k, v) for k, v in _leaves(content) if not k.startswith(("hydra.", "defaults"))]
+        pairs = [(k, v) for k, v in leaves(content) if not k.startswith(("hydra.", "defaults"))]
         translated = translate_pairs(pairs)
         missing = [key for key, _ in translated.pairs if key not in ours]
         assert not missing, f"{path}: keys without a home here: {missing}"
@@ -70,7 +62,7 @@ def test_every_reference_key_translates_to_a_key_of_ours():
 @pytest.mark.parametrize("reference_file", sorted(PRESETS))
 def test_each_reference_experiment_has_a_preset_with_its_values(reference_file):
     content = _reference_files()[f"configs/experiment/{reference_file}.yaml"]
-    translated = translate_pairs(list(_leaves(content)))
+    translated = translate_pairs(list(leaves(content)))
     cfg = compose([f"experiment={PRESETS[reference_file]}"], echo=lambda _: None)
     compared = 0
     for key, value in translated.pairs:

@@ -40,18 +40,19 @@ def _one_line(error: Exception, overrides: Sequence[str]) -> str:
     return f"bad override ({' '.join(overrides)}): {first}"
 
 
-def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+def leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every leaf of a nested dict."""
     if isinstance(node, dict):
         for key, value in node.items():
-            yield from _leaves(value, f"{prefix}{key}.")
+            yield from leaves(value, f"{prefix}{key}.")
     else:
         yield prefix[:-1], node
 
 
 def _check_types(cfg: DictConfig, defaults: DictConfig) -> None:
     """Hydra accepts ``experiment.task.num=abc``; reject values whose type differs from the default's."""
-    values = dict(_leaves(OmegaConf.to_container(cfg, resolve=True)))
-    for key, default in _leaves(OmegaConf.to_container(defaults, resolve=True)):
+    values = dict(leaves(OmegaConf.to_container(cfg, resolve=True)))
+    for key, default in leaves(OmegaConf.to_container(defaults, resolve=True)):
         value = values.get(key, default)
         if value is None or default is None:
             continue
