@@ -23,7 +23,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 ROOT = "fif"
 # Bottom to top: a module may import its own layer and any lower one.
 LAYERS: list[set[str]] = [
-    {"errors", "utils", "runtime", "settings", "config", "reference_keys", "reference_merge_keys", "results"},
+    {"errors", "utils", "runtime", "settings", "config", "reference_keys", "reference_merge_keys", "results",
+     "transfer"},
     {"models", "tracking", "optim"},
     {"data"},
     {"eval"},
@@ -283,7 +284,8 @@ def test_the_checks_catch_planted_violations(tmp_path):
                                f'def short():\n    # only comments\n\n' + "    y = 1\n" * MAX_LOGIC_LINES),
     })
     assert sorted(layer_violations(src)) == sorted([
-        "src/fif/errors.py:2: fif.errors [layer 0 (config, errors, reference_keys, reference_merge_keys, results, runtime, settings, utils)] imports "
+        "src/fif/errors.py:2: fif.errors [layer 0 (config, errors, reference_keys, reference_merge_keys, results, runtime, settings, transfer, "
+        "utils)] imports "
         "fif.train.loop [layer 6 (train)]",
         "src/fif/data/format/info.py:1: fif.data.format.info imports fif.data.samples.batches "
         "(fif.data.format may use only itself)",

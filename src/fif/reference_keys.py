@@ -107,10 +107,8 @@ ALIASES.update({
     "experiment.task.adapt_num_if_needed": Alias(None, accepted=_any, why="tasks never exceed the stream"),
     "experiment.task.n_warmup_samples": Alias(None, accepted=_equals(0), why="no warm-up task"),
     "experiment.task.mode": Alias(None, accepted=_equals("shuffle"), why="task samples are drawn shuffled"),
-    "experiment.task.gap_samples": Alias(None, accepted=_equals([]), why="no stability-gap probes (yet)"),
-    "experiment.task.eval_every_n_samples": Alias(
-        None, accepted=_any, why="evaluation happens after every task (the reference's presets set it to "
-                                 "n_samples); every N samples inside a task is not available yet"),
+    "experiment.task.gap_samples": Alias("evaluation.gap_samples"),
+    "experiment.task.eval_every_n_samples": Alias("evaluation.every_n_samples"),
     "experiment.optimizer.name": Alias(None, accepted=_equals("adamw"), why="the optimizer is AdamW"),
     "experiment.optimizer.momentum": Alias(None, accepted=_any, why="AdamW has no SGD momentum"),
     "experiment.optimizer.nesterov_momentum": Alias(None, accepted=_any, why="AdamW has no SGD momentum"),

@@ -5,14 +5,24 @@ report, resume). Its shape (scores in percent)::
 
     {"config": {...}, "status": "running" | "complete",
      <evaluation protocol fields>, "world_size": N,
+     "ka_datasets": "stream" | "registry", "knowledge_datasets": [..], "held_out_datasets": [..],
+     "task_datasets": [[names task 1 brings], ...],
      "zero_shot": POINT, ["zero_shot_subset": POINT,]
      "tasks": [POINT + {"task", "subset_evaluation", "classes", "samples_seen", "gflops", "seconds",
-                         "train_seconds", "data_wait_seconds", "buffer_samples"}, ...],
+                         "train_seconds", "data_wait_seconds", "within_eval_seconds", "buffer_samples"}, ...],
+     ["within_task": [HEADLINE + {"per_dataset", "task", "step", "samples_in_task", "samples_seen",
+                                  "subset_evaluation", "seconds"}, ...],]
      "final": POINT, "averaged": HEADLINE, "seconds": ..,
+     ["transfer": {"forgetting", "backward_transfer", "forgetting_zs", "task_masked_accuracy",
+                   "per_dataset": {name: {"forgetting", ["backward_transfer", "first_task", "last_task"]}}},]
      ["skipped_corrupt": N, "skipped_corrupt_files": {file: count}]}
 
-    POINT = HEADLINE + {"per_dataset": {name: score}, "details": {name: {...}}}
+    POINT = HEADLINE + {"per_dataset": {name: score}, "details": {name: {...}}, ["A_KA_task_masked"]}
     HEADLINE = {"A_KA", "A_ZS", "geometric_mean"}
+
+"within_task" holds the evaluations inside tasks (evaluation.every_n_samples / gap_samples, the
+stability gap), "transfer" the forgetting metrics of fif.transfer (written at the end of a
+stream of at least one task).
 
 Only this module spells those keys; the loop and ``fif.report`` call its methods. It imports
 nothing heavier than json, so reports can read results without torch.
@@ -27,13 +37,14 @@ from statistics import fmean
 from typing import Any, Mapping, Sequence
 
 from fif.errors import FifError
+from fif.transfer import transfer_metrics
 from fif.utils.io import atomic_write_json
 
 FILENAME = "results.json"
 HEADLINE = ("A_KA", "A_ZS", "geometric_mean")
 POINTS = ("zero_shot", "final", "averaged")  # the headline points of a run, in table order
 RUNNING, COMPLETE = "running", "complete"
-FINAL_KEYS = (*HEADLINE, "per_dataset", "details")  # what "final" copies from the last task
+FINAL_KEYS = (*HEADLINE, "per_dataset", "details", "A_KA_task_masked")  # what "final" copies from the last task
 EVAL_EVENT_KEYS = (*HEADLINE, "per_dataset")  # what each evaluation sends to the trackers
 
 
@@ -79,12 +90,23 @@ class RunResults:
         self.data["tasks"].append(point)
         return point
 
+    def record_within(self, point: dict[str, Any], **facts: Any) -> dict[str, Any]:
+        """An evaluation inside a task (``facts``: task, step, samples_in_task, samples_seen, seconds, ...)."""
+        entry = {**{k: point[k] for k in (*HEADLINE, "per_dataset")}, **facts}
+        self.data.setdefault("within_task", []).append(entry)
+        return entry
+
     def finish(self, seconds: float, skipped: dict[str, Any] | None = None) -> None:
         """Final = the last task's point (the zero-shot one when nothing was trained), averaged = the mean
-        over tasks; status complete."""
+        over tasks, the forgetting metrics; status complete."""
         last = self.tasks[-1] if self.tasks else self.data["zero_shot"]
-        self.data["final"] = {k: last[k] for k in FINAL_KEYS}
+        self.data["final"] = {k: last[k] for k in FINAL_KEYS if k in last}
         self.data["averaged"] = average_over_tasks(self.tasks)
+        if self.tasks and "task_datasets" in self.data:
+            self.data["transfer"] = {
+                **transfer_metrics(self.data["zero_shot"]["per_dataset"], [t["per_dataset"] for t in self.tasks],
+                                   self.data["task_datasets"], self.data.get("held_out_datasets", [])),
+                "task_masked_accuracy": last.get("A_KA_task_masked")}
         self.data["seconds"] = seconds
         if skipped is not None:
             self.data.update(skipped)
@@ -130,6 +152,20 @@ class RunResults:
     @property
     def tasks(self) -> list[dict[str, Any]]:
         return list(self.data.get("tasks") or [])
+
+    @property
+    def within_task(self) -> list[dict[str, Any]]:
+        """The evaluations inside tasks, in the order they happened ([] when the run had none)."""
+        return list(self.data.get("within_task") or [])
+
+    def within_eval_seconds(self, task: int) -> float:
+        """Seconds spent on evaluations inside task ``task`` (1-based)."""
+        return sum(float(w.get("seconds", 0.0)) for w in self.within_task if w.get("task") == task)
+
+    @property
+    def transfer(self) -> dict[str, Any]:
+        """Forgetting, backward transfer and task-masked accuracy ({} for runs without them)."""
+        return dict(self.data.get("transfer") or {})
 
     @property
     def config(self) -> dict[str, Any]:

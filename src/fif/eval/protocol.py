@@ -1,7 +1,8 @@
 """What each evaluation point scores: test or validation splits, full sets or fixed subsets.
 
 One object the training loop asks, so the loop stays unaware of validation mode
-(fif.data.format.validation) and subset evaluation (fif.eval.subset).
+(fif.data.format.validation), subset evaluation (fif.eval.subset) and evaluations inside tasks
+(fif.eval.within_task).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from omegaconf import DictConfig
 from fif.data.format.fif_format import ADAPTATION, EVALUATION, DatasetSpec, Split
 from fif.data.format.validation import FALLBACKS, ValidationPlan, build_validation, check_fraction
 from fif.errors import FifError
+from fif.eval.scope import check_ka_choice
 from fif.eval.subset import EvalSubsets, eval_subsets
 from fif.eval.subset import check_fraction as check_subset
+from fif.eval.within_task import check_every_n_samples, check_gap_samples, within_task_steps
 from fif.settings import SchedulerSettings
 
 
@@ -27,6 +30,9 @@ class EvalProtocol:
         ds = cfg.experiment.dataset
         self.seed = int(cfg.experiment.seed)
         self.subset_fraction = check_subset(cfg.evaluation.get("validate_on_subset"))
+        self.every_n_samples = check_every_n_samples(cfg.evaluation.get("every_n_samples"))
+        self.gap_samples = check_gap_samples(cfg.evaluation.get("gap_samples"))
+        self.ka_mode = check_ka_choice(cfg.evaluation.get("ka_datasets", "stream"))
         self.plan: ValidationPlan | None = None
         self.subsets: EvalSubsets | None = None
         if ds.get("validation_mode"):
@@ -42,6 +48,9 @@ class EvalProtocol:
         """Fail on a bad scheduler, validation or subset key before any data is read."""
         SchedulerSettings.from_config(cfg)
         check_subset(cfg.evaluation.get("validate_on_subset"))
+        check_every_n_samples(cfg.evaluation.get("every_n_samples"))
+        check_gap_samples(cfg.evaluation.get("gap_samples"))
+        check_ka_choice(cfg.evaluation.get("ka_datasets", "stream"))
         ds = cfg.experiment.dataset
         if ds.get("validation_mode"):
             check_fraction(ds.get("train_val_split", 0.8))
@@ -71,6 +80,15 @@ class EvalProtocol:
     def at(self, task: int, num_tasks: int) -> dict[str, np.ndarray] | None:
         """The subsets to score after task ``task`` (0-based), or None for full sets."""
         return self.subsets.at(task, num_tasks) if self.subsets else None
+
+    def within_steps(self, batch_size: int, steps: int) -> frozenset[int]:
+        """Steps done inside a task after which to evaluate (the stability-gap points)."""
+        return within_task_steps(self.every_n_samples, self.gap_samples, batch_size, steps)
+
+    @property
+    def within_subsets(self) -> dict[str, np.ndarray] | None:
+        """What points inside a task score: the fixed subsets (None: full sets when the run has none)."""
+        return self.subsets.indices if self.subsets else None
 
     def record(self) -> dict[str, Any]:
         """results.json keys that say what the scores are: validation or test, subsets or full sets."""

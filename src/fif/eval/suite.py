@@ -2,6 +2,8 @@
 
 Evaluation needs only a model, a tokenizer and datasets. Classification scores are top-1
 accuracy with the dataset's primer prompt; retrieval scores are recall@5 (recall@1 is logged).
+A run that knows which task brought each class (``task_groups``) also gets the task-masked
+top-1 of those datasets in the score's details.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from fif.data.format.fif_format import DatasetSpec, Split, read_split
 from fif.data.samples.pixels import PixelFinish, split_transform
 from fif.errors import CorruptSampleError
 from fif.eval.retrieval import recall_at_k
-from fif.eval.zero_shot import class_embeddings, top1_accuracy
+from fif.eval.zero_shot import class_embeddings, task_masked_accuracy, top1_accuracy
 from fif.runtime.device import autocast_for
 from fif.runtime.distributed import SINGLE, DistContext, gather_rows, shard
 
@@ -45,6 +47,9 @@ def _collate(items: list[tuple[int, torch.Tensor | CorruptSampleError]]) -> tupl
     """Split a batch of items into the readable ones and the corrupt ones."""
     readable = [item for item in items if isinstance(item[1], torch.Tensor)]
     return readable, [item for item in items if not isinstance(item[1], torch.Tensor)]
+
+
+TASK_MASKED = "task_masked_top1"  # the details key of the task-masked accuracy
 
 
 @dataclass
@@ -81,6 +86,7 @@ class EvalSuite:
         self._finish: PixelFinish | None = None
         self._pin_memory = False
         self._subset_cache: dict[str, tuple[tuple[int, ...], EvalSet]] = {}  # name -> (indices, restricted set)
+        self.task_groups: dict[str, list[int | None]] = {}  # name -> the task of each class (fif.eval.scope)
         for spec in specs:
             split = (splits or {}).get(spec.name)
             if split is None:
@@ -198,5 +204,11 @@ class EvalSuite:
                 return DatasetScore(recalls[5], "recall@5", {"recall@1": recalls[1], "recall@5": recalls[5]})
             templates = self.templates or [eval_set.spec.primer]
             classes = class_embeddings(model, tokenizer, split.classnames, templates, device, self.batch_size)
-        accuracy = top1_accuracy(image_features, classes, torch.tensor(split.targets)[kept])
-        return DatasetScore(accuracy, "top1", {"top1": accuracy})
+        targets = torch.tensor(split.targets)[kept]
+        accuracy = top1_accuracy(image_features, classes, targets)
+        details = {"top1": accuracy}
+        groups = self.task_groups.get(eval_set.spec.name)
+        masked = task_masked_accuracy(image_features, classes, targets, groups) if groups else None
+        if masked is not None:
+            details[TASK_MASKED] = masked
+        return DatasetScore(accuracy, "top1", details)

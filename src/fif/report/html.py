@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from fif.report import plots
+from fif.report.within_task import evaluation_cost, stability_gap_figure
 from fif.report.runs import HEADLINE, PARTS, RunRecord, finite
 from fif.utils.io import atomic_write
 
@@ -78,6 +79,33 @@ def task_table(record: RunRecord) -> str:
     return "\n".join(rows)
 
 
+def transfer_table(records: Sequence[RunRecord]) -> str:
+    """Forgetting, backward transfer and task-masked accuracy of each run that has them (fif.transfer)."""
+    rows = [(r, r.view.transfer) for r in records if r.view.transfer]
+    if not rows:
+        return ""
+    lines = ['<table><tr><th class="text">run</th><th>forgetting (streamed)</th><th>backward transfer</th>'
+             "<th>forgetting (held-out)</th><th>task-masked accuracy</th></tr>"]
+    for record, transfer in rows:
+        cells = "".join(f"<td>{_num(transfer.get(k))}</td>" for k in
+                        ("forgetting", "backward_transfer", "forgetting_zs", "task_masked_accuracy"))
+        lines.append(f"<tr><td class='text'>{html.escape(record.name)}</td>{cells}</tr>")
+    lines.append("</table>")
+    return "\n".join(lines)
+
+
+def _gap_caption(records: Sequence[RunRecord]) -> str:
+    costs = []
+    for record in records:
+        count, seconds, share = evaluation_cost(record)
+        if count:
+            costs.append(f"{record.name}: {count} evaluations, {seconds:.0f} s"
+                         + (f" ({100 * share:.0f}% of the run)" if share is not None else ""))
+    return ("A_KA and A_ZS inside every task (evaluation.every_n_samples / gap_samples, on the fixed subsets when "
+            "the run has them) joined to the task ends; dotted lines are task boundaries. A dip after a boundary "
+            "and its recovery is the stability gap. Cost: " + "; ".join(costs) + ".")
+
+
 def render(records: Sequence[RunRecord], title: str = "FoMo-in-Flux report") -> str:
     """The whole page as a string."""
     try:
@@ -102,6 +130,17 @@ def render(records: Sequence[RunRecord], title: str = "FoMo-in-Flux report") -> 
                         "A_KA and A_ZS after every task; task 0 is the zero-shot model."))
     body.append(_figure(plots.progress_figure(with_tasks, "gflops"), "A_KA and A_ZS against compute",
                         "The same scores against the cumulative training compute (results.json tasks[*].gflops)."))
+    gap = stability_gap_figure(with_tasks)
+    if gap is not None:
+        body.append("<h2>Inside tasks: the stability gap</h2>")
+        body.append(_figure(gap, "A_KA and A_ZS against samples seen, inside tasks", _gap_caption(with_tasks)))
+    transfer = transfer_table(records)
+    if transfer:
+        body.append("<h2>Forgetting and transfer</h2>")
+        body.append("<p class='meta'>Per-dataset forgetting (best earlier score minus the final one), backward "
+                    "transfer (final minus the score right after the dataset's last task) and the reference's "
+                    "task-masked accuracy (each image among its task's classes), averaged; docs/evaluation.md.</p>")
+        body.append(transfer)
     body.append("<h2>Learning-rate schedule</h2>")
     body.append(_figure(plots.schedule_figure(with_tasks), "learning rate against step",
                         "Learning rate and training loss per optimizer step, from each run's events.jsonl."))

@@ -9,6 +9,9 @@ Events and the scalars they become (``step`` is the x value on the tag's axis):
   ``eval/<metric>``, ``eval/task``, ``eval/samples_seen``, ``eval/gflops`` (given, or
   gflops_per_sample x samples_seen, as results.json computes it) and ``dataset/<name>``, on the
   task axis (task 0 = zero-shot). Task 0 also gives the summaries ``zero_shot/<metric>``.
+- ``within`` (task, step, samples_seen, A_KA, A_ZS, geometric_mean, per_dataset): an evaluation
+  inside a task (the stability gap): ``within/<metric>`` and ``within/dataset/<name>`` on the
+  samples-seen axis, where the training curves are.
 - ``end`` (A_KA, A_ZS, geometric_mean, per_dataset, seconds, optional averaged, ...): summaries
   ``final/<metric>``, ``final/dataset/<name>``, ``averaged/<metric>`` and ``run/seconds``.
   ``averaged`` is the event's own when it carries one, else the mean over tasks 1..T of the eval
@@ -62,9 +65,19 @@ class ScalarMapper:
             return self._step(fields)
         if event == "eval":
             return self._eval(fields)
+        if event == "within":
+            return self._within(fields)
         if event == "end":
             return self._end(fields)
         return []
+
+    def _within(self, fields: Mapping[str, Any]) -> list[Scalar]:
+        seen = int(fields["samples_seen"])
+        out = [Scalar(TRAIN_AXIS, float(seen), seen)]  # W&B plots within/* against it
+        out += [Scalar(f"within/{k}", float(fields[k]), seen) for k in HEADLINE if _number(fields.get(k))]
+        per_dataset = fields.get("per_dataset") or {}
+        return out + [Scalar(f"within/dataset/{name}", float(v), seen) for name, v in per_dataset.items()
+                      if _number(v)]
 
     def _step(self, fields: Mapping[str, Any]) -> list[Scalar]:
         seen = int(fields["samples_seen"])

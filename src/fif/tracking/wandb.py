@@ -53,6 +53,7 @@ class WandbTracker(Tracker):
                            f"log.wandb_mode=offline logs without network") from None
         self.run.define_metric(TRAIN_AXIS)
         self.run.define_metric("train/*", step_metric=TRAIN_AXIS)
+        self.run.define_metric("within/*", step_metric=TRAIN_AXIS)  # evaluations inside tasks
         self.run.define_metric(EVAL_AXIS)
         for pattern in ("eval/*", "dataset/*"):
             self.run.define_metric(pattern, step_metric=EVAL_AXIS)

@@ -28,6 +28,7 @@ from fif.data.samples.loader import LoaderSettings, resolve_workers
 from fif.data.samples.mixture import batch_split
 from fif.data.samples.pool import PoolStream
 from fif.eval.protocol import EvalProtocol
+from fif.eval.scope import StreamScope, stream_scope, task_groups
 from fif.eval.suite import EvalSuite
 from fif.methods import ContinualMethod, apply_compute, build_method, method_class
 from fif.models.backbone import Backbone, build_backbone
@@ -90,6 +91,7 @@ class RunComponents:
     pool: PoolStream | None
     specs: list[DatasetSpec]  # the datasets every evaluation point scores
     suite: EvalSuite
+    scope: StreamScope  # which datasets each task brings; which ones A_KA averages over
     plan: BudgetPlan
     method: ContinualMethod
     builder: BatchBuilder
@@ -141,6 +143,8 @@ def build_components(cfg: DictConfig, device: torch.device, dist: DistContext, w
     catalogue, pool = _training_data(cfg, root, registry, entries, protocol, settings)
     specs = protocol.keep([s for s in registry.values() if s.role in (ADAPTATION, EVALUATION)])
     suite = _evaluation_suite(cfg, root, specs, backbone, protocol, settings, dist, device)
+    scope = stream_scope(tasks, specs, protocol.ka_mode)
+    suite.task_groups = task_groups(tasks, suite.sets)  # task-masked accuracy of the streamed sets
     largest_task = (max(len(catalogue.task_indices(classes)) for classes in tasks)  # caps EWC's Fisher charge
                     if budget_settings(cfg).unit is not None else None)  # only a budget needs it
     plan = plan_task_budget(cfg, backbone.model, device, largest_task)  # before the method changes the model
@@ -150,5 +154,5 @@ def build_components(cfg: DictConfig, device: torch.device, dist: DistContext, w
                            settings.skip_corrupt)
     if device.type == "cuda":  # workers ship uint8 crops, normalised on the GPU (4x fewer bytes to copy)
         builder.normalise_on_device()
-    return RunComponents(settings, root, entries, tasks, protocol, backbone, catalogue, pool, specs, suite, plan,
-                         method, builder, buffer, settings.loader_settings(device))
+    return RunComponents(settings, root, entries, tasks, protocol, backbone, catalogue, pool, specs, suite, scope,
+                         plan, method, builder, buffer, settings.loader_settings(device))

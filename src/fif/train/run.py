@@ -132,7 +132,8 @@ class Run:
                                         cfg.log.checkpoint_every_steps, writer=self.dist.is_main)
         if self.dist.is_main:
             self.tracker = build_tracker(cfg, self.run_dir)
-        self.results = RunResults.start(to_container(public_config(cfg)), self.parts.protocol.record(),
+        self.results = RunResults.start(to_container(public_config(cfg)),
+                                        {**self.parts.protocol.record(), **self.parts.scope.record()},
                                         self.dist.world_size)
         self._announce()
         return self
@@ -204,7 +205,7 @@ class Run:
         self._steps(t, sampler, first_step)
         parts.method.end_task(task)
         parts.buffer.add_task(task_indices, self._class_labels(classes))
-        return time.time() - self._task_start
+        return time.time() - self._task_start - self._results.within_eval_seconds(t + 1)
 
     def evaluate(self, t: int) -> dict[str, Any]:
         """The evaluation point after task ``t`` (fixed subsets during the stream, full sets at its end)."""
@@ -218,7 +219,8 @@ class Run:
         point = self._results.record_task(
             point, task=t + 1, subset_evaluation=subset, classes=classes, samples_seen=self.samples_seen,
             gflops=self.gflops_per_sample * self.samples_seen, seconds=time.time() - self._task_start,
-            train_seconds=train_seconds, data_wait_seconds=self.data_wait_seconds, buffer_samples=len(parts.buffer))
+            train_seconds=train_seconds, data_wait_seconds=self.data_wait_seconds,
+            within_eval_seconds=self._results.within_eval_seconds(t + 1), buffer_samples=len(parts.buffer))
         self.tracker.log("eval", task=t + 1, **{k: point[k] for k in (*EVAL_EVENT_KEYS, "gflops")},
                          seconds=point["seconds"])
         rate = self.steps * parts.settings.batch_size / train_seconds
@@ -264,6 +266,7 @@ class Run:
         candidates = {"update": sampler.task_indices, "buffer": sampler.buffer_indices}
         batches = step_batches(parts.builder, plans, t, candidates, parts.loader, slots=shard(batch_size, self.dist))
         self.data_wait_seconds = 0.0
+        within = parts.protocol.within_steps(batch_size, self.steps)  # the stability-gap points of the task
         for step in bar:
             waiting = time.perf_counter()
             batch = next(batches)
@@ -276,9 +279,23 @@ class Run:
                 self.tracker.log("step", task=t + 1, step=step, samples_seen=self.samples_seen,
                                  data_wait=self.data_wait_seconds, **stats)
             self.global_step += 1
+            if step + 1 in within:  # before the checkpoint of this step: a resume never repeats it
+                self._evaluate_within(t, step + 1)
             if self.checkpoints.due_inside_task(self.global_step, step + 1, self.steps):
                 self._checkpoint(Position(t, step + 1, self.global_step), time.time() - self._task_start)
         bar.close()
+
+    def _evaluate_within(self, t: int, done: int) -> None:
+        """An evaluation after ``done`` steps of task ``t`` (evaluation.every_n_samples / gap_samples)."""
+        parts, started = self._parts, time.perf_counter()
+        subsets = parts.protocol.within_subsets
+        point = self._evaluate_on(subsets)
+        entry = self._results.record_within(
+            point, task=t + 1, step=done, samples_in_task=done * parts.settings.batch_size,
+            samples_seen=self.samples_seen, subset_evaluation=subsets is not None,
+            seconds=time.perf_counter() - started)
+        self.tracker.log("within", **{k: entry[k] for k in (*EVAL_EVENT_KEYS, "task", "step", "samples_seen")})
+        self._write_results()
 
     def _class_labels(self, classes: list) -> list[int]:
         """A class label per training sample of ``classes`` (the buffer's class-balanced policy uses them)."""
@@ -289,7 +306,7 @@ class Run:
     def _evaluate_on(self, subset: Any = None) -> dict[str, Any]:
         parts = self._parts
         scores = parts.suite.evaluate(parts.method.eval_model(), parts.backbone.tokenizer, self.device, subset)
-        return summarize(scores, parts.specs)
+        return summarize(scores, parts.specs, parts.scope.knowledge)
 
     def _checkpoint(self, position: Position, task_seconds: float = 0.0) -> None:
         """Write the run's state at ``position`` (fif.train.checkpoint); the newest log.keep_checkpoints stay."""
