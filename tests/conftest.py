@@ -82,7 +82,8 @@ def read_results(run_dir: Path) -> dict:
 def tracked_runs(tmp_path_factory: pytest.TempPathFactory, mini_root: Path) -> Path:
     """Two short real runs for the tracking and report tests, made once per session in one folder:
     ``replay`` (default mixture; TensorBoard and offline W&B on) and ``no_replay`` (update data
-    only, lr 1e-3, so its scores move differently)."""
+    only, lr 1e-3, so its scores move differently; an evaluation inside each task on subsets, the
+    report's stability-gap figure)."""
     from fif.config import compose
     from fif.train.run import run_experiment
 
@@ -98,7 +99,8 @@ def tracked_runs(tmp_path_factory: pytest.TempPathFactory, mini_root: Path) -> P
                                 "log.wandb_mode=offline"]), echo=lambda *_: None)
         run_experiment(compose([*base, "log.name=no_replay", "experiment.dataset.data_mixture.update=1.0",
                                 "experiment.dataset.data_mixture.buffer=0.0",
-                                "experiment.dataset.data_mixture.pretraining=0.0", "experiment.optimizer.lr=1e-3"]),
+                                "experiment.dataset.data_mixture.pretraining=0.0", "experiment.optimizer.lr=1e-3",
+                                "evaluation.every_n_samples=128", "evaluation.validate_on_subset=0.2"]),
                        echo=lambda *_: None)
     finally:
         for key, value in saved.items():

@@ -163,7 +163,11 @@ def test_report_is_self_contained_and_holds_the_numbers(report_page, tracked_run
     assert not re.search(r"(?:src|href)\s*=\s*['\"](?!data:)", page)  # every resource is inline
     assert not re.search(r"https?://|<script|<link|@import", page)
     images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(images) == 7  # plane, vs task, vs compute, schedule, comparison heatmap, 2 run heatmaps
+    assert len(images) == 8  # plane, vs task, vs compute, stability gap, schedule, comparison heatmap, 2 run heatmaps
+    gap = read_results(tracked_runs / "no_replay")["within_task"]
+    assert [(w["task"], w["samples_seen"]) for w in gap] == [(1, 128), (2, 384)]  # one point inside each task
+    assert "<h2>Inside tasks: the stability gap</h2>" in page and "no_replay: 2 evaluations" in page
+    assert "<h2>Forgetting and transfer</h2>" in page
     for name in ("replay", "no_replay"):
         averaged = read_results(tracked_runs / name)["averaged"]
         assert all(f"<td>{averaged[k]:.2f}</td>" in page for k in SHORT)
@@ -199,7 +203,7 @@ def test_report_renders_in_headless_chromium(report_page, tmp_path):
         finally:
             context.close()
     assert errors == []
-    assert len(sizes) == 7 and all(done and w > 300 and h > 200 for done, w, h in sizes), sizes
+    assert len(sizes) == 8 and all(done and w > 300 and h > 200 for done, w, h in sizes), sizes
     image = Image.open(shot).convert("L")
     assert image.size[0] == 1280 and image.size[1] == height > 3000
     histogram = image.histogram()

@@ -15,7 +15,9 @@
     fif streams build --order O --out F   a deployment ordering of a data root's classes
     fif streams list                      the shipped streams (name, classes, datasets, origin)
     fif schedules plot [--all] [--out DIR] [KEY=VALUE ...]   learning rate over the stream, as PNGs
-    fif results RUN... [--csv|--json]     zero-shot / final / averaged A_KA, A_ZS, GM of runs, sweeps, globs, W&B runs
+    fif eval [--model M] [--subset] [--out F] [KEY=VALUE ...]  zero-shot scores of any model (named, a run's
+                                          final_model.pt / checkpoint / folder) on any datasets, no training
+    fif results RUN... [--csv|--json|--seeds]  zero-shot / final / averaged A_KA, A_ZS, GM of runs (mean ± std over seeds)
     fif report RUN... [--out HTML]        a self-contained HTML report with plots of runs
     fif flops [--arch A] [--methods M,..] GFLOPs, peak memory, MAF and budget steps of every method on a backbone
 
@@ -148,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_results_commands(sub)
     from fif.cli.flops import add_parser as add_flops_parser; add_flops_parser(sub)  # noqa: E702
+    from fif.cli.evaluate import add_parser as add_eval_parser; add_eval_parser(sub)  # noqa: E702
     return parser
 
 

@@ -11,17 +11,25 @@ import sys
 
 def cmd_results(args: argparse.Namespace) -> int:
     from fif.report.runs import collect_runs
-    from fif.report.table import to_csv, to_json, to_rich
+    from fif.report.seeds import group_runs, has_repeats
+    from fif.report.table import seeds_csv, seeds_json, seeds_rich, to_csv, to_json, to_rich, transfer_rich
 
     records = collect_runs(args.runs)
+    groups = group_runs(records)
     if args.json:
-        sys.stdout.write(to_json(records))
+        sys.stdout.write(seeds_json(groups) if args.seeds else to_json(records))
     elif args.csv:
-        sys.stdout.write(to_csv(records))
+        sys.stdout.write(seeds_csv(groups) if args.seeds else to_csv(records))
+    elif args.seeds:
+        sys.stdout.write(seeds_rich(groups))
+        print(f"{len(groups)} groups of {len(records)} runs")
     else:
         sys.stdout.write(to_rich(records))
         incomplete = sum(not r.complete for r in records)
         print(f"{len(records)} runs ({len(records) - incomplete} complete, {incomplete} not)")
+        sys.stdout.write(transfer_rich(records))
+        if has_repeats(groups):
+            sys.stdout.write(seeds_rich(groups))
     return 0
 
 
@@ -48,11 +56,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "results", help="table of runs' A_KA / A_ZS / GM (zero-shot, final, averaged over tasks)",
         description="Print the zero-shot, final and task-averaged A_KA, A_ZS and geometric mean of runs. RUN: "
                     + TARGETS + ", or wandb:ENTITY/PROJECT/RUN_ID (reads the W&B run summary; needs the "
-                    "[track] extra, a key and the network). Unfinished runs are listed and marked.")
+                    "[track] extra, a key and the network). Unfinished runs are listed and marked. When a "
+                    "configuration was run with several experiment.seed values, a second table shows mean ± std "
+                    "over seeds.")
     results.add_argument("runs", nargs="+", metavar="RUN", help="run, sweep, glob or wandb:ENTITY/PROJECT/RUN_ID")
     fmt = results.add_mutually_exclusive_group()
     fmt.add_argument("--csv", action="store_true", help="CSV on stdout (one row per run, empty cell = no value)")
     fmt.add_argument("--json", action="store_true", help="JSON list on stdout (null = no value)")
+    results.add_argument("--seeds", action="store_true",
+                         help="print runs grouped by configuration instead of one row per run: runs whose configs "
+                              "differ only in experiment.seed (and log.*, device, compute and loader settings) "
+                              "give one row of mean and sample std over their complete runs (with --json: "
+                              "{group, runs, seeds, n, incomplete, <part>_<metric>: {mean, std}}; with --csv: "
+                              "<part>_<metric>_mean and _std columns)")
     results.set_defaults(func=cmd_results)
 
     report = subparsers.add_parser(

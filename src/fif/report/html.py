@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from fif.report import plots
+from fif.report.seeds import seeds_section
 from fif.report.within_task import evaluation_cost, stability_gap_figure
 from fif.report.runs import HEADLINE, PARTS, RunRecord, finite
 from fif.utils.io import atomic_write
@@ -120,6 +121,7 @@ def render(records: Sequence[RunRecord], title: str = "FoMo-in-Flux report") -> 
             f"datasets, A_ZS = mean over the held-out datasets, GM = sqrt(A_KA &middot; A_ZS); "
             f"avg = mean over tasks.</p>",
             "<h2>Numbers</h2>", summary_table(records)]
+    body.append(seeds_section(records))
     with_tasks = [r for r in records if r.tasks]
     body.append("<h2>Knowledge accumulation vs. zero-shot retention</h2>")
     body.append(_figure(plots.plane_figure(with_tasks), "KA-ZS plane",

@@ -99,7 +99,7 @@ class RunComponents:
     loader: LoaderSettings
 
 
-def _evaluation_suite(cfg: DictConfig, root: Path, specs: list[DatasetSpec], backbone: Backbone,
+def evaluation_suite(cfg: DictConfig, root: Path, specs: list[DatasetSpec], backbone: Backbone,
                       protocol: EvalProtocol, settings: DataSettings, dist: DistContext,
                       device: torch.device) -> EvalSuite:
     ds = cfg.experiment.dataset
@@ -142,7 +142,7 @@ def build_components(cfg: DictConfig, device: torch.device, dist: DistContext, w
     backbone.model.to(device)
     catalogue, pool = _training_data(cfg, root, registry, entries, protocol, settings)
     specs = protocol.keep([s for s in registry.values() if s.role in (ADAPTATION, EVALUATION)])
-    suite = _evaluation_suite(cfg, root, specs, backbone, protocol, settings, dist, device)
+    suite = evaluation_suite(cfg, root, specs, backbone, protocol, settings, dist, device)
     scope = stream_scope(tasks, specs, protocol.ka_mode)
     suite.task_groups = task_groups(tasks, suite.sets)  # task-masked accuracy of the streamed sets
     largest_task = (max(len(catalogue.task_indices(classes)) for classes in tasks)  # caps EWC's Fisher charge

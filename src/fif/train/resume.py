@@ -25,7 +25,7 @@ from fif.train.checkpoint import load_latest
 # reports, never what it computes. log.* is logging, progress bars, checkpoint cadence, trackers;
 # evaluation loader workers only change how test images are read.
 IGNORED_PREFIXES = ("log.",)
-IGNORED_KEYS = frozenset({"experiment.dataset.num_workers"})
+IGNORED_KEYS = frozenset({"experiment.dataset.num_workers", "evaluation.datasets"})  # evaluation.datasets: fif eval only
 SHOWN = 4  # differing keys named in the refusal
 
 
