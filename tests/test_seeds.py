@@ -100,8 +100,9 @@ def test_default_output_is_per_run_and_the_table_adds_the_seed_groups(seed_runs,
 
     code, out, _ = cli("results", str(seed_runs))
     assert code == 0 and "4 runs (4 complete, 0 not)" in out
-    table = out.split("4 runs (4 complete, 0 not)")[1]
-    assert "mean ± std over seeds" in table
+    after = out.split("4 runs (4 complete, 0 not)")[1]
+    assert "forgetting and transfer" in after and "mean ± std over seeds" in after
+    table = after.split("mean ± std over seeds")[1]  # the seeds table (the transfer table lists the runs first)
     values = _values(seed_runs, SEEDED)
     line = next(line for line in table.splitlines() if "lr2e-4_seed*" in line)
     assert "3 seeds" in line and "0, 1, 2" in line
