@@ -55,6 +55,18 @@ def mini():
     return backbone, Batch(images, texts, {"update": 8})
 
 
+@pytest.fixture
+def cli(capsys):
+    """Run the real `fif` entry point in this process (a subprocess would re-import torch each time)."""
+    from fif.cli import main
+
+    def call(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+    return call
+
+
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fif.cli", *args], capture_output=True, text=True,
                           cwd=cwd, env=dict(os.environ), timeout=900)

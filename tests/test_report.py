@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from conftest import read_results, run_cli
-from fif.cli import main
 from fif.report import plots
 from fif.report.runs import load_run
 from fif.train.sweep import SweepRun, summary
@@ -26,16 +25,6 @@ SHORT = {"A_KA": "A_KA", "A_ZS": "A_ZS", "geometric_mean": "GM"}
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture
-def cli(capsys):
-    """Run the real `fif` entry point in this process (a subprocess would re-import torch each time)."""
-    def call(*args: str) -> tuple[int, str, str]:
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-    return call
 
 
 def _results_json(cli, *targets: str) -> list[dict]:

@@ -15,7 +15,6 @@ from statistics import fmean, stdev
 import pytest
 
 from conftest import read_results
-from fif.cli import main
 from fif.report.record import RunRecord
 from fif.report.runs import collect_runs, load_run
 from fif.report.seeds import config_key, group_name, group_runs, seeds_section
@@ -45,15 +44,6 @@ def seed_runs(tmp_path_factory: pytest.TempPathFactory, mini_root: Path) -> Path
     for name, overrides in RUNS.items():
         run_experiment(compose([*base, f"log.name={name}", *overrides]), echo=lambda *_: None)
     return folder
-
-
-@pytest.fixture
-def cli(capsys):
-    def call(*args: str) -> tuple[int, str, str]:
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-    return call
 
 
 def _values(folder: Path, names: list[str]) -> dict[str, list[float]]:

@@ -19,15 +19,7 @@ from fif.tracking.scalars import ScalarMapper
 from fif.train.resume import without_timing
 from fif.train.run import run_experiment
 from fif.transfer import transfer_metrics
-from test_resume import fif_run, killed, results_of
-
-
-@pytest.fixture(scope="module")
-def registry(mini_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    full = json.loads((mini_root / "datasets.json").read_text())
-    path = tmp_path_factory.mktemp("registry") / "datasets.json"
-    path.write_text(json.dumps({k: full[k] for k in ("sprites2d", "counting", "primshapes")}))
-    return path
+from test_resume import fif_run, killed, registry, results_of  # noqa: F401 - registry is a fixture
 
 
 def tiny(registry: Path, folder: Path, name: str, *extra: str) -> list[str]:
