@@ -103,4 +103,5 @@ def test_a_failing_phase_still_closes_the_trackers(tmp_path, mini_root, monkeypa
             run.train_task(0)
     jsonl = run.tracker.trackers[0]
     assert jsonl._file.closed
-    assert RunResults(run.results.data).status == "running"  # nothing claims the run finished
+    # nothing claims the run finished: it is recorded failed, with the error's one line
+    assert RunResults(run.results.data).status == "failed" and run.results.data["error"] == "RuntimeError: step failed"

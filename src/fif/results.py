@@ -3,7 +3,7 @@
 A run's results.json is the record everything else derives from (tables, plots, the HTML
 report, resume). Its shape (scores in percent)::
 
-    {"config": {...}, "status": "running" | "complete",
+    {"config": {...}, "status": "running" | "complete" | "failed", ["error": "<one line>",]
      <evaluation protocol fields>, "world_size": N,
      "ka_datasets": "stream" | "registry", "knowledge_datasets": [..], "held_out_datasets": [..],
      "task_datasets": [[names task 1 brings], ...],
@@ -15,14 +15,19 @@ report, resume). Its shape (scores in percent)::
      "final": POINT, "averaged": HEADLINE, "seconds": ..,
      ["transfer": {"forgetting", "backward_transfer", "forgetting_zs", "task_masked_accuracy",
                    "per_dataset": {name: {"forgetting", ["backward_transfer", "first_task", "last_task"]}}},]
-     ["skipped_corrupt": N, "skipped_corrupt_files": {file: count}]}
+     ["skipped_corrupt": N, "skipped_corrupt_files": {file: count}],
+     "skipped_nonfinite_steps": N}
 
     POINT = HEADLINE + {"per_dataset": {name: score}, "details": {name: {...}}, ["A_KA_task_masked"]}
     HEADLINE = {"A_KA", "A_ZS", "geometric_mean"}
 
 "within_task" holds the evaluations inside tasks (evaluation.every_n_samples / gap_samples, the
 stability gap), "transfer" the forgetting metrics of fif.transfer (written at the end of a
-stream of at least one task).
+stream of at least one task). A run that stopped on an error is ``"failed"`` with the one-line
+reason in "error" (``fail``); resumed and completed, it is ``"complete"`` again and the error is
+gone. "skipped_nonfinite_steps" counts the optimizer steps whose update was skipped because the
+loss or the gradient was not finite (experiment.optimizer.skip_nonfinite_steps); it is part of the
+checkpointed results, so a resumed run keeps counting.
 
 Only this module spells those keys; the loop and ``fif.report`` call its methods. It imports
 nothing heavier than json, so reports can read results without torch.
@@ -43,7 +48,7 @@ from fif.utils.io import atomic_write_json
 FILENAME = "results.json"
 HEADLINE = ("A_KA", "A_ZS", "geometric_mean")
 POINTS = ("zero_shot", "final", "averaged")  # the headline points of a run, in table order
-RUNNING, COMPLETE = "running", "complete"
+RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
 FINAL_KEYS = (*HEADLINE, "per_dataset", "details", "A_KA_task_masked")  # what "final" copies from the last task
 EVAL_EVENT_KEYS = (*HEADLINE, "per_dataset")  # what each evaluation sends to the trackers
 
@@ -110,7 +115,23 @@ class RunResults:
         self.data["seconds"] = seconds
         if skipped is not None:
             self.data.update(skipped)
+        self.data.setdefault("skipped_nonfinite_steps", 0)
         self.data["status"] = COMPLETE
+        self.data.pop("error", None)  # a failed run that was resumed and completed
+
+    def fail(self, error: str) -> None:
+        """The run stopped on ``error`` (one line): status failed, the reason kept for ``fif results``."""
+        self.data["status"] = FAILED
+        self.data["error"] = error
+
+    def count_nonfinite_step(self) -> int:
+        """One more optimizer step skipped for a non-finite loss or gradient; the count so far."""
+        self.data["skipped_nonfinite_steps"] = self.skipped_nonfinite_steps + 1
+        return self.data["skipped_nonfinite_steps"]
+
+    @property
+    def skipped_nonfinite_steps(self) -> int:
+        return int(self.data.get("skipped_nonfinite_steps", 0))
 
     def set_world_size(self, world_size: int) -> None:
         self.data["world_size"] = world_size
@@ -143,6 +164,15 @@ class RunResults:
     @property
     def complete(self) -> bool:
         return self.status == COMPLETE
+
+    @property
+    def failed(self) -> bool:
+        return self.status == FAILED
+
+    @property
+    def error(self) -> str | None:
+        """The one-line reason a failed run stopped (None otherwise)."""
+        return self.data.get("error") if self.failed else None
 
     @property
     def finished(self) -> bool:

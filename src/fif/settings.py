@@ -7,6 +7,7 @@ takes these objects instead of reading string keys out of the whole config.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -39,16 +40,23 @@ COOLDOWN_SHAPES = ("linear", "1-sqrt")
 _Scheduler = TypeVar("_Scheduler", bound="SchedulerSettings")
 
 
-def _number(value: object, key: str, minimum: float | None = None, strict: bool = False,
-            expected: str = "a number") -> float:
-    """``value`` as a float; a bool, a string or a value below ``minimum`` is a one-line error."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+def number(value: object, key: str, minimum: float | None = None, strict: bool = False,
+           expected: str = "a finite number") -> float:
+    """``value`` as a float; a bool, a string, nan, inf or a value below ``minimum`` is a one-line error."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if ok and minimum is not None:
         ok = value > minimum if strict else value >= minimum
     if not ok:
         bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum:g}"
         raise FifError(f"{key}={value!r} is not valid: expected {expected}{bound}")
     return float(value)
+
+
+def whole(value: object, key: str, minimum: int = 0, expected: str = "a whole number") -> int:
+    """``value`` as an int; a bool, a float, a string or a value below ``minimum`` is a one-line error."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise FifError(f"{key}={value!r} is not valid: expected {expected} >= {minimum}")
+    return value
 
 
 def _choice(value: Any, key: str, allowed: tuple[str, ...], expected: str | None = None) -> str:
@@ -59,6 +67,15 @@ def _choice(value: Any, key: str, allowed: tuple[str, ...], expected: str | None
     return str(value)
 
 
+def _skip_nonfinite_steps(block: Any) -> int:
+    """experiment.optimizer.skip_nonfinite_steps: a whole number >= 0 (absent in older configs: 0)."""
+    value = block.get("skip_nonfinite_steps", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise FifError(f"experiment.optimizer.skip_nonfinite_steps={value!r} is not valid: expected a whole "
+                       f"number >= 0 (non-finite steps to skip before the run stops)")
+    return value
+
+
 @dataclass(frozen=True)
 class OptimizerSettings:
     """``experiment.optimizer``: AdamW's peak learning rate, weight decay and gradient clipping."""
@@ -66,12 +83,22 @@ class OptimizerSettings:
     lr: float
     weight_decay: float
     clip_grad_norm: float | None  # None or 0: no clipping
+    skip_nonfinite_steps: int = 0  # non-finite steps whose update a run may skip before it stops (fif.train.run)
+
+    def __post_init__(self) -> None:
+        """A finite peak lr > 0, weight decay >= 0, a gradient-clip norm >= 0 (0 or null: no clipping)."""
+        key = "experiment.optimizer"
+        number(self.lr, f"{key}.lr", 0, strict=True)
+        number(self.weight_decay, f"{key}.weight_decay", 0)
+        if self.clip_grad_norm is not None:
+            number(self.clip_grad_norm, f"{key}.clip_grad_norm", 0, expected="null or a finite number")
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> OptimizerSettings:
         block = cfg.experiment.optimizer
         clip = block.get("clip_grad_norm")
-        return cls(float(block.lr), float(block.weight_decay), float(clip) if clip else None)
+        return cls(float(block.lr), float(block.weight_decay), float(clip) if clip else None,
+                   skip_nonfinite_steps=_skip_nonfinite_steps(block))
 
 
 @dataclass(frozen=True)
@@ -118,11 +145,14 @@ class TaskSettings:
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> TaskSettings:
-        block = cfg.experiment.task
+        block, key = cfg.experiment.task, "experiment.task"
         batch_size = int(block.batch_size)
         if batch_size < 1:
             raise FifError(f"experiment.task.batch_size={batch_size} must be at least 1")
-        return cls(int(block.num), batch_size, int(block.n_samples))
+        n_samples = whole(block.n_samples, f"{key}.n_samples", 1)
+        # dataset_incremental makes one task per dataset and ignores num
+        num = block.num if block.get("dataset_incremental") else whole(block.num, f"{key}.num", 1)
+        return cls(int(num), batch_size, n_samples)
 
     @property
     def steps_from_samples(self) -> int:
@@ -154,8 +184,8 @@ class BudgetSettings:
         unit, amount = block.get("unit"), block.get("amount")
         if unit is not None:
             _choice(unit, f"{key}.unit", UNITS, f"null (n_samples sets the steps) or one of {', '.join(UNITS)}")
-            if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount <= 0:
-                raise FifError(f"{key}.amount={amount!r} is not valid: {key}.unit={unit} needs a positive number "
+            if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0 < amount < math.inf:
+                raise FifError(f"{key}.amount={amount!r} is not valid: {key}.unit={unit} needs a finite number > 0 "
                                f"(e.g. 1420 full-finetuning steps per task)")
         charge = block.get("charge_end_of_task", True)
         if not isinstance(charge, bool):
@@ -191,11 +221,11 @@ class SchedulerSettings:
                                 ("cooldown_shape", COOLDOWN_SHAPES)):
             _choice(getattr(self, option), f"{key}.{option}", allowed)
         for option in ("warmup", "cooldown", "min_lr_ratio"):
-            _number(getattr(self, option), f"{key}.{option}", 0)
-        _number(self.wsd_decay, f"{key}.wsd.decay", 0)
+            number(getattr(self, option), f"{key}.{option}", 0)
+        number(self.wsd_decay, f"{key}.wsd.decay", 0)
         if self.min_lr_ratio > 1:
             raise FifError(f"{key}.min_lr_ratio={self.min_lr_ratio} is not valid: expected a number in [0, 1]")
-        _number(self.lr, "experiment.optimizer.lr", 0)
+        number(self.lr, "experiment.optimizer.lr", 0, strict=True)
         if self.name in STREAM and self.meta != "constant":
             raise FifError(f"{key}.meta={self.meta!r} applies to the within-task schedules "
                            f"({', '.join(WITHIN_TASK)}); {key}.name={self.name} already schedules the whole stream")
@@ -210,7 +240,7 @@ class SchedulerSettings:
         block = cfg.experiment.scheduler
         ratio = block.get("cosine_lr_mul")  # configs of older versions; the key is now an alias (fif.reference_keys)
         if ratio is not None:
-            _number(ratio, f"{SCHEDULER_KEY}.cosine_lr_mul", 0)
+            number(ratio, f"{SCHEDULER_KEY}.cosine_lr_mul", 0)
         wsd = block.get("wsd") or {}
         return cls(name=block.get("name", cls.name), lr=float(cfg.experiment.optimizer.lr),
                    warmup=block.get("warmup", cls.warmup), cooldown=block.get("cooldown", cls.cooldown),

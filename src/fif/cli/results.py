@@ -40,10 +40,22 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     records = collect_runs(args.runs)
     if not any(r.tasks or r.part("zero_shot") for r in records):
-        raise FifError("none of the runs has evaluated anything yet (no zero-shot or task scores in results.json)")
+        raise FifError(_nothing_to_report(records))
     path = write_report(records, args.out, args.title)
     print(f"wrote {path} ({len(records)} runs, {path.stat().st_size / 1024:.0f} KiB)")
     return 0
+
+
+def _nothing_to_report(records: list) -> str:
+    """Why there is no report: the unreadable results files first (their detail names the file and
+    the reason), else that no run has scores yet."""
+    broken = [r for r in records if r.status == "unreadable"]
+    if not broken:
+        return "none of the runs has evaluated anything yet (no zero-shot or task scores in results.json)"
+    more = f" (and {len(broken) - 1} more unreadable)" if len(broken) > 1 else ""
+    rest = len(records) - len(broken)
+    others = f"; the other {rest} run(s) have no scores yet" if rest else ""
+    return f"nothing to report: {broken[0].detail}{more}{others}"
 
 
 TARGETS = ("run folders (holding results.json), sweep folders (sweep.json, from fif run -m), folders of runs, "

@@ -8,6 +8,7 @@ Only adapter parameters train. The adapters live inside the model (``AdaptedAtte
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
@@ -70,8 +71,8 @@ class _OptionReader:
 
     def number(self, name: str) -> float:
         value = self.cfg.get(name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.bad(name, "a number")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise self.bad(name, "a finite number")
         return float(value)
 
     def flag(self, name: str) -> bool:
@@ -209,9 +210,26 @@ def _delta_factory(model: nn.Module, spec: AdapterSpec,
     return lambda w: VeRA(w, projections, spec.scale, spec.dropout, spec.d_initial)
 
 
+def _check_rank(spec: AdapterSpec, sites: list[tuple[nn.Module, str, nn.Module]]) -> None:
+    """LoRA/DoRA: rank <= the smallest in/out width of an adapted matrix. A larger B A has no more rank
+    than that width, so the extra rank only costs compute and memory. VeRA is exempt: its rank is the
+    size of the shared random projections, where more than the width still adds trainable scalings."""
+    if spec.kind == "vera" or not sites:
+        return
+    shapes = [(m.embed_dim, m.embed_dim) if isinstance(m, nn.MultiheadAttention) else tuple(m.weight.shape)
+              for _, _, m in sites]
+    out_width, in_width = min(shapes, key=min)
+    smallest = min(out_width, in_width)
+    if spec.rank > smallest:
+        raise FifError(f"continual.{spec.kind}.rank={spec.rank} is not valid: expected at most {smallest}, the "
+                       f"smallest width of an adapted layer ({out_width} x {in_width}); a higher rank adds compute "
+                       f"but no rank")
+
+
 def install_adapters(model: nn.Module, spec: AdapterSpec) -> list[AdaptedAttention | AdaptedLinear]:
     """Wrap the chosen attention and MLP layers of ``model`` in place; return the wrappers."""
     sites = _sites(model, spec)
+    _check_rank(spec, sites)
     make = _delta_factory(model, spec, sites)
     wrappers: list[AdaptedAttention | AdaptedLinear] = []
     for parent, name, layer in sites:

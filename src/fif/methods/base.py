@@ -171,23 +171,20 @@ class GradientMethod(ContinualMethod):
             with autocast_for(self.device):
                 return self.training_losses(batch.images, batch.texts)
 
-        losses = contrastive_step(self.optimizer, lr, forward, model=self.model,
-                                  parameters=self.trainable_parameters(),
-                                  clip_grad_norm=self.context.optimizer.clip_grad_norm,
-                                  after_backward=self.after_backward)
-        self.step_in_task += 1
-        stats = {"loss": self._global_mean(losses.loss.detach()), "lr": lr}
-        if losses.extra is not None:
-            stats["extra_loss"] = float(losses.extra.detach())
-        return stats
+        step = contrastive_step(self.optimizer, lr, forward, model=self.model,
+                                parameters=self.trainable_parameters(),
+                                clip_grad_norm=self.context.optimizer.clip_grad_norm,
+                                after_backward=self.after_backward, mean_over_ranks=self._global_mean)
+        self.step_in_task += 1  # also for a skipped (non-finite) step: the schedule moves on
+        return {**step.values, "lr": lr}
 
-    def _global_mean(self, value: torch.Tensor) -> float:
+    def _global_mean(self, value: torch.Tensor) -> torch.Tensor:
         """A rank's local loss averaged over ranks (= the one-process loss of the global batch)."""
         if self.dist.enabled:
             value = value.clone()
             torch.distributed.all_reduce(value)
             value /= self.dist.world_size
-        return float(value)
+        return value
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()

@@ -22,6 +22,7 @@ Unlike the reference, the anchor θ* moves to the end-of-task weights after ever
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -43,7 +44,7 @@ def _number(options: DictConfig, method: str, key: str, default: float, minimum:
             strict: bool = False) -> float:
     value = options.get(key, default)
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = number and (value > minimum if strict else value >= minimum)
+    ok = number and math.isfinite(value) and (value > minimum if strict else value >= minimum)
     if not ok:
         raise FifError(f"continual.{method}.{key}={value!r} is not valid: expected a number "
                        f"{'>' if strict else '>='} {minimum:g}")

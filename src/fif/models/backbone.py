@@ -23,7 +23,7 @@ from fif.errors import FifError
 from fif.models.weights import HUB_PREFIX, NAMED_ARCHITECTURES, locate, weights_source
 from fif.models.word_tokenizer import WordTokenizer
 
-__all__ = ["MINI_CLIP", "NAMED_ARCHITECTURES", "Backbone", "build_backbone", "mini_clip_dir"]
+__all__ = ["MINI_CLIP", "NAMED_ARCHITECTURES", "Backbone", "build_backbone", "check_backbone", "mini_clip_dir"]
 
 MINI_CLIP = "mini_clip"
 
@@ -100,6 +100,24 @@ def _check_name(name: str) -> None:
         raise FifError(f"experiment.backbone.name={name!r} is not a known backbone (expected one of: {known})")
 
 
+def check_backbone(name: str, checkpoint: str | None, pretrained: bool = True) -> Path | None:
+    """The checks of ``experiment.backbone`` that read no weights: a known name, a checkpoint that exists
+    (for every backbone, the shipped mini CLIP too), and no weights file that ``pretrained=false``
+    would ignore. Returns the checkpoint as a path (``~`` expanded), None without one."""
+    _check_name(name)
+    if checkpoint is None or str(checkpoint) == "":
+        return None
+    path = Path(str(checkpoint)).expanduser()
+    if not path.exists():
+        raise FifError(f"experiment.backbone.checkpoint={checkpoint} does not exist (expected a weights file "
+                       f"(.pt/.bin/.safetensors, a run's final_model.pt) or an open_clip local-dir folder)")
+    if path.is_file() and not pretrained:
+        raise FifError(f"experiment.backbone.checkpoint={checkpoint} is a weights file, but "
+                       f"experiment.backbone.pretrained=false builds random weights and would ignore it "
+                       f"(set experiment.backbone.pretrained=true or experiment.backbone.checkpoint=null)")
+    return path
+
+
 def build_backbone(name: str, checkpoint: str | None = None, cache_dir: str | None = None,
                    pretrained: bool = True) -> Backbone:
     """Build a backbone by reference name (``openclip_vit_b32`` ...), ``mini_clip``, a local dir or a hub repo.
@@ -109,11 +127,9 @@ def build_backbone(name: str, checkpoint: str | None = None, cache_dir: str | No
     weights from ``cache_dir`` (None: open_clip's default cache), downloading them if missing.
     ``pretrained=False`` builds the architecture with random weights (profiling, no weights needed).
     """
-    _check_name(name)
-    if checkpoint and not Path(checkpoint).exists():
-        raise FifError(f"experiment.backbone.checkpoint={checkpoint} does not exist")
-    folder = Path(checkpoint) if checkpoint and Path(checkpoint).is_dir() else None
-    weights_file = Path(checkpoint) if checkpoint and folder is None else None
+    source = check_backbone(name, checkpoint, pretrained)
+    folder = source if source is not None and source.is_dir() else None
+    weights_file = source if source is not None and folder is None else None
     backbone = _architecture(name, folder, cache_dir, pretrained and weights_file is None)
     if pretrained and weights_file is not None:
         _load_weights(backbone.model, weights_file, name)

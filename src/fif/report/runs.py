@@ -4,7 +4,7 @@ A target is a run folder (holds results.json), a sweep folder (holds sweep.json,
 ``fif run -m``), a folder of run folders, a glob of any of these, or a W&B reference
 (``wandb:ENTITY/PROJECT/RUN_ID``; see fif.report.wandb_runs). A run that has not finished is
 kept and marked (status ``incomplete``/``failed``/``pending``) rather than dropped, so a table never
-silently hides a run.
+silently hides a run; a failed run (results.json status ``failed``) shows its one-line error as the detail.
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ def load_run(run_dir: Path, name: str | None = None) -> RunRecord:
     status = "complete" if results.finished else (results.status or "incomplete")
     if status == "running":
         status = "incomplete"
+    if results.failed:  # stopped on an error (fif.train.run): the reason is what a reader needs
+        return RunRecord(name, "failed", run_dir, results.error or "no error recorded", results.data, total)
     detail = "" if status == "complete" else f"{done}/{total if total is not None else '?'} tasks"
     return RunRecord(name, status, run_dir, detail, results.data, total)
 

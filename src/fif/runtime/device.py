@@ -42,6 +42,9 @@ def allow_tf32(device: torch.device, enabled: bool) -> None:
 
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's global generators (a run's start)."""
+    if not 0 <= seed <= 2**32 - 1:
+        raise FifError(f"experiment.seed={seed} is not valid: expected a whole number in [0, 4294967295] "
+                       "(NumPy's seed range)")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

@@ -5,7 +5,9 @@ to continue bit-identically (``fif.train.run_state.gather_state`` builds it), pl
 ``step_<global step>.pt.sha256`` with the file's SHA-256. Both are written through a temporary
 file, fsync and rename (``fif.utils.io.atomic_write``), so a kill at any moment leaves either the
 old set of checkpoints or the new one, never half a file; the newest ``keep`` are kept, and all
-are removed once the run completes (results.json is then the record).
+are removed once the run completes (results.json is then the record). Out of space (or over a
+file-size limit) while writing, the run stops with one line naming the file; the half-written
+temporary file is removed and no older checkpoint has been rotated out yet.
 
 A checkpoint is *usable* when its digest matches the sidecar (when the sidecar exists: a kill
 between the two renames leaves a complete file without one), ``torch.load(weights_only=True)``
@@ -31,7 +33,7 @@ from typing import Any, BinaryIO, Callable
 import torch
 
 from fif.errors import FifError
-from fif.utils.io import atomic_write, sha256_file
+from fif.utils.io import NoSpaceError, atomic_write, sha256_file
 
 FORMAT = 1
 REQUIRED_KEYS = ("format", "position", "config", "method", "buffer", "pool", "rng", "loop")
@@ -113,8 +115,12 @@ def write_checkpoint(path: Path, state: dict[str, Any]) -> Written:
         writer.append(_HashingWriter(handle))
         torch.save(state, writer[0])
 
-    atomic_write(path, save, binary=True)
-    atomic_write(sidecar(path), lambda f: f.write(f"{writer[0].digest.hexdigest()}  {path.name}\n"))
+    try:
+        atomic_write(path, save, binary=True)
+        atomic_write(sidecar(path), lambda f: f.write(f"{writer[0].digest.hexdigest()}  {path.name}\n"))
+    except NoSpaceError as error:  # the rotation never ran: every earlier checkpoint is still there
+        raise FifError(f"{error}; the earlier checkpoints in {path.parent} are kept (free space, then continue "
+                       f"the run with log.resume=true)") from None
     return Written(path, writer[0].size, time.perf_counter() - start)
 
 

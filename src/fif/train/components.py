@@ -27,15 +27,18 @@ from fif.data.samples.catalogue import TrainingCatalogue
 from fif.data.samples.loader import LoaderSettings, resolve_workers
 from fif.data.samples.mixture import batch_split
 from fif.data.samples.pool import PoolStream
+from fif.errors import FifError
 from fif.eval.protocol import EvalProtocol
 from fif.eval.scope import StreamScope, stream_scope, task_groups
 from fif.eval.suite import EvalSuite
 from fif.methods import ContinualMethod, apply_compute, build_method, method_class
-from fif.models.backbone import Backbone, build_backbone
+from fif.models.backbone import Backbone, build_backbone, check_backbone
 from fif.runtime.distributed import SINGLE, DistContext, check_batch_divisible
-from fif.settings import ComputeSettings, TaskSettings
+from fif.settings import ComputeSettings, OptimizerSettings, TaskSettings, number, whole
+from fif.train.checkpoint import Checkpointer
 
 Echo = Callable[..., object]
+MAX_SEED = 2**32 - 1  # np.random.seed's range (fif.runtime.device.seed_everything seeds NumPy with it)
 
 
 @dataclass(frozen=True)
@@ -57,16 +60,37 @@ class DataSettings:
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> DataSettings:
-        mixture = {k: float(v) for k, v in cfg.experiment.dataset.data_mixture.items()}
-        ds = cfg.experiment.dataset
+        ds, key = cfg.experiment.dataset, "experiment.dataset"
+        mixture = {k: number(v, f"{key}.data_mixture.{k}", 0, expected="a finite share")
+                   for k, v in ds.data_mixture.items()}
+        whole(ds.num_workers, f"{key}.num_workers", 0)
+        whole(ds.pool_shuffle_buffer, f"{key}.pool_shuffle_buffer", 1)
+        if ds.pool_shards is not None:  # 0 or a negative count would silently mean all / all but some
+            whole(ds.pool_shards, f"{key}.pool_shards", 1, "null (all shards) or a whole number")
         settings = cls(int(cfg.experiment.seed), TaskSettings.from_config(cfg).batch_size, mixture,
                        bool(ds.skip_corrupt), ds.train_workers, ds.prefetch)
         settings.loader_settings(torch.device("cpu"))  # a bad train_workers / prefetch fails before any data is read
         return settings
 
 
+def _check_run_numbers(cfg: DictConfig) -> None:
+    """Keys read outside the settings sections, checked before anything is read or written."""
+    whole(cfg.experiment.seed, "experiment.seed", 0)
+    if cfg.experiment.seed > MAX_SEED:
+        raise FifError(f"experiment.seed={cfg.experiment.seed} is not valid: expected a whole number in "
+                       f"[0, {MAX_SEED}] (NumPy's seed range)")
+    whole(cfg.evaluation.batch_size, "evaluation.batch_size", 1)
+    Checkpointer(Path("."), cfg.log.keep_checkpoints, cfg.log.checkpoint_every_steps, writer=False)  # checks only
+    bb = cfg.experiment.backbone
+    check_backbone(str(bb.name), bb.checkpoint, bool(bb.pretrained))  # a missing checkpoint, before any data
+
+
 def check_config(cfg: DictConfig, dist: DistContext = SINGLE) -> DataSettings:
-    """Every check that needs no data: method name, schedule/validation/subset keys, steps, mixture."""
+    """Every check that needs no data: method name, schedule/validation/subset keys, steps, mixture,
+    every numeric key's range, the backbone's checkpoint path."""
+    _check_run_numbers(cfg)
+    OptimizerSettings.from_config(cfg)  # lr, weight decay, gradient clipping
+    TaskSettings.from_config(cfg)
     settings = DataSettings.from_config(cfg)
     check_batch_divisible(settings.batch_size, dist)
     method_class(str(cfg.continual.method))  # fail on a typo before any data is read

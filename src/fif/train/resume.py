@@ -5,11 +5,13 @@ yet, so a cluster job can be requeued with the very same command); ``log.resume=
 continues that folder. The config must be the run's own (``config.yaml``) except for keys that
 cannot change the numbers (``IGNORED``); otherwise the resume is refused with one line naming
 the differing keys, unless ``log.resume_force=true``. A finished run (results.json, status
-complete) is reported and left alone.
+complete) is reported and left alone. Before the checkpoints are read, the temporary files of
+writes the kill interrupted are removed (one note line says how many).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -20,6 +22,7 @@ from fif.config import to_container
 from fif.errors import FifError
 from fif.results import RunResults
 from fif.train.checkpoint import load_latest
+from fif.utils.io import remove_stale_temps
 
 # Keys that may differ between the killed run and its resume: they change where and how the run
 # reports, never what it computes. log.* is logging, progress bars, checkpoint cadence, trackers;
@@ -112,12 +115,29 @@ def plan_resume(cfg: DictConfig, echo: Callable[[str], Any] = print) -> ResumePl
         existing = None
     if existing is not None and existing.complete:
         return ResumePlan(run_dir, finished=existing.data, forced=differ)
+    remove_interrupted_writes(run_dir, echo)
     found = load_latest(run_dir / "checkpoints", echo)
     if found is None:
         echo(f"no checkpoint in {run_dir / 'checkpoints'}: restarting the run from its beginning")
         return ResumePlan(run_dir, forced=differ)
     path, state = found
     return ResumePlan(run_dir, path, state, forced=differ)
+
+
+def remove_interrupted_writes(run_dir: Path, echo: Callable[[str], Any] = print) -> int:
+    """Remove the temporary files a killed run left mid-write (``fif.utils.io``'s ``.<name>.<random>.tmp``)
+    in the run folder and its checkpoints/ folder, nothing else; one note line when there were any.
+
+    Safe only while no process writes the folder: a resume holds its lock (fif.train.run_folder) by
+    now, and only rank 0 of torchrun cleans (the other ranks' plan_resume may run while rank 0 writes).
+    """
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    removed = [*remove_stale_temps(run_dir), *remove_stale_temps(run_dir / "checkpoints")]
+    if removed:
+        echo(f"note: removed {len(removed)} temporary file(s) of writes interrupted in {run_dir} "
+             f"({', '.join(p.name for p in removed[:3])}{', ...' if len(removed) > 3 else ''})")
+    return len(removed)
 
 
 # Fields of results.json that measure wall-clock time: the only ones a resumed run may not

@@ -13,10 +13,21 @@
 restore: resume is "build, restore, continue", not a second path through the loop. Each phase
 can run on its own (tests train one task without evaluating it). ``close()`` (``with run:``)
 closes the trackers and leaves the process group, also when a phase raises.
+
+Failures. ``with run:`` hands every exception of every phase to ``close()``: once the run folder
+is this run's (created and locked), results.json gets ``status: failed`` with the one-line reason
+(``fif.results.RunResults.fail``; Ctrl-C: "interrupted") and events.jsonl (and every tracker) an
+``error`` event; the exception then goes on to the CLI, which prints it as ``error: ...``. The
+folder's lock (``fif.train.run_folder.RunLock``) is held from its creation, or from the start of a
+resume, to ``close()``. A training step whose loss or gradient norm is not finite is never applied
+(``fif.optim.step``); the run stops on it with one line naming the task, the step and the last
+good checkpoint, unless ``experiment.optimizer.skip_nonfinite_steps`` still allows skipping it.
+Checkpoints are only written of applied (finite) states, and a failed run deletes none.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,16 +43,18 @@ from fif.data.samples.task_batches import task_batches
 from fif.errors import FifError
 from fif.eval.metrics import summarize
 from fif.methods import TaskInfo
-from fif.results import EVAL_EVENT_KEYS, RunResults
+from fif.optim.step import nonfinite
+from fif.results import EVAL_EVENT_KEYS, RunResults, FILENAME as RESULTS_FILE
 from fif.runtime.device import resolve_device, seed_everything
 from fif.runtime.distributed import (SINGLE, DistContext, broadcast_object, init_distributed, rank_device, shard,
                                      shutdown)
-from fif.tracking import FanOutTracker, build_tracker
+from fif.settings import OptimizerSettings
+from fif.tracking import FanOutTracker, JsonlTracker, build_tracker
 from fif.tracking.base import Tracker
-from fif.train.checkpoint import Checkpointer, Position
+from fif.train.checkpoint import Checkpointer, Position, list_checkpoints
 from fif.train.components import RunComponents, build_components
-from fif.train.resume import ResumePlan, plan_resume
-from fif.train.run_folder import create_run_dir, new_run_dir
+from fif.train.resume import ResumePlan, plan_resume, resume_dir
+from fif.train.run_folder import RunLock, create_run_dir, new_run_dir
 from fif.train.run_state import gather_state, position_of, restore_data, restore_method
 from fif.utils.io import atomic_torch_save
 
@@ -59,6 +72,15 @@ def _silent(*args: Any, **kwargs: Any) -> None:
     return None
 
 
+def failure_line(error: BaseException) -> str:
+    """The one line results.json keeps for a failed run: a FifError's text, else ``TypeName: message``."""
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    text = str(error) if isinstance(error, FifError) else f"{type(error).__name__}: {error}"
+    lines = text.strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 def skipped_record(counters: list, cap: int = SKIPPED_FILES_SHOWN) -> dict[str, Any]:
     """results.json's skipped_corrupt (how many samples were skipped) and the files (most skipped first)."""
     per_file: dict[str, int] = {}
@@ -72,8 +94,10 @@ def skipped_record(counters: list, cap: int = SKIPPED_FILES_SHOWN) -> dict[str, 
 class Run:
     """The state of one run between its phases; see the module docstring for the order."""
 
-    def __init__(self, cfg: DictConfig, echo: Callable[..., object] = print) -> None:
+    def __init__(self, cfg: DictConfig, echo: Callable[..., object] = print, lock: RunLock | None = None) -> None:
+        """``lock``: the run folder's lock, already taken (a resume locks before reading its checkpoints)."""
         self.cfg, self.echo = cfg, echo
+        self.lock = lock  # held by rank 0 from the run folder's creation to close()
         self.dist: DistContext = SINGLE
         self.tracker: Tracker = FanOutTracker([])
         self.parts: RunComponents | None = None
@@ -89,23 +113,55 @@ class Run:
         self._task_start = 0.0
         self._pending_method: dict[str, Any] | None = None  # restored once the task has begun
         self._closed = False
+        self._complete_on_disk = False  # finish() saved status complete: a later error does not undo it
+        self._tracking = False  # the trackers are built (else a failure's event goes to events.jsonl alone)
+        self.skip_nonfinite_steps = 0  # experiment.optimizer.skip_nonfinite_steps (read by build)
 
     # ------------------------------------------------------------------ lifetime
     def __enter__(self) -> Run:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: object, error: BaseException | None, trace: object) -> None:
+        self.close(error)
 
-    def close(self) -> None:
-        """Close the trackers and leave the process group (idempotent; also after a failed phase)."""
+    def close(self, error: BaseException | None = None) -> None:
+        """Record ``error`` (the exception that ended the run, if any) as the run's failure, close the
+        trackers, leave the process group and release the folder's lock (idempotent)."""
         if self._closed:
             return
         self._closed = True
         try:
-            self.tracker.close()
+            if error is not None:
+                self._record_failure(error)
         finally:
-            shutdown(self.dist)
+            try:
+                self.tracker.close()
+            finally:
+                try:
+                    shutdown(self.dist)
+                finally:
+                    if self.lock is not None:
+                        self.lock.release()
+
+    def _record_failure(self, error: BaseException) -> None:
+        """status failed + the reason in results.json, an ``error`` event: only in a folder this run owns."""
+        owned = self.lock is not None and self.lock.held
+        if not self.dist.is_main or not owned or self.run_dir is None or not self.run_dir.is_dir():
+            return  # nothing of this run on disk (or another rank's job)
+        line = failure_line(error)
+        try:
+            results = self.results
+            if results is None and (self.run_dir / RESULTS_FILE).is_file():  # a resume that failed to build
+                results = RunResults.read(self.run_dir)
+            if results is not None and not self._complete_on_disk:
+                results.fail(line)
+                results.save(self.run_dir)
+            tracker = self.tracker if self._tracking else JsonlTracker(self.run_dir)
+            tracker.log("error", error=line, global_step=self.global_step, samples_seen=self.samples_seen)
+            if not self._tracking:
+                tracker.close()
+        except Exception as problem:  # noqa: BLE001 - the original error matters more; say why it is not recorded
+            self.echo(f"could not record the failure in {self.run_dir}: {failure_line(problem)}")
 
     # ------------------------------------------------------------------ phases
     def build(self, run_dir: Path | None = None, keep_config: bool = False) -> Run:
@@ -121,20 +177,24 @@ class Run:
         self.device = rank_device(device, self.dist)
         if not self.dist.is_main:
             self.echo = _silent
-        if run_dir is None:
-            run_dir = new_run_dir(cfg) if self.dist.is_main else None
+        self.skip_nonfinite_steps = OptimizerSettings.from_config(cfg).skip_nonfinite_steps
+        new = run_dir is None
+        if new:  # log.folder a file, not writable, a run there, another process there: refused before any read
+            run_dir = new_run_dir(cfg, self.lock) if self.dist.is_main else None
         self.run_dir = broadcast_object(run_dir, self.dist)  # a timestamped name is rank 0's
         self.parts = build_components(cfg, self.device, self.dist, self.run_dir / "method", self.echo)
         self.steps, self.gflops_per_sample = self.parts.plan.steps, self.parts.plan.gflops_per_sample
-        if self.dist.is_main:
-            create_run_dir(self.run_dir, cfg, write_config=not keep_config)
         self.checkpoints = Checkpointer(self.run_dir / "checkpoints", cfg.log.keep_checkpoints,
                                         cfg.log.checkpoint_every_steps, writer=self.dist.is_main)
+        results = RunResults.start(to_container(public_config(cfg)),
+                                   {**self.parts.protocol.record(), **self.parts.scope.record()}, self.dist.world_size)
+        if self.dist.is_main:  # from here on the folder is this run's: a failure is recorded in it
+            self.lock = create_run_dir(self.run_dir, cfg, write_config=not keep_config, lock=self.lock,
+                                       echo=self.echo, new=new)
+        self.results = results
         if self.dist.is_main:
             self.tracker = build_tracker(cfg, self.run_dir)
-        self.results = RunResults.start(to_container(public_config(cfg)),
-                                        {**self.parts.protocol.record(), **self.parts.scope.record()},
-                                        self.dist.world_size)
+            self._tracking = True
         self._announce()
         return self
 
@@ -247,6 +307,7 @@ class Run:
             atomic_torch_save(self.run_dir / "final_model.pt", {"model": parts.method.final_state_dict(),
                                                                 "backbone": str(self.cfg.experiment.backbone.name)})
         self._write_results()
+        self._complete_on_disk = True
         self.checkpoints.clear()  # complete: results.json is the record (log.checkpoint=true keeps the weights)
         self.tracker.log("end", seconds=results.data["seconds"], averaged=results.data["averaged"],
                          **results.data["final"])
@@ -275,15 +336,38 @@ class Run:
             self.samples_seen += batch_size
             rate = (step + 1) * batch_size / max(time.time() - self._task_start, 1e-9)
             bar.set_postfix(loss=f"{stats['loss']:.3f}", samples_s=f"{rate:.0f}")
-            if step % STEP_LOG_EVERY == 0 or step == self.steps - 1:
+            bad = nonfinite(stats)  # the update was not applied (fif.optim.step)
+            skipped = self._results.count_nonfinite_step() if bad else self._results.skipped_nonfinite_steps
+            if bad or step % STEP_LOG_EVERY == 0 or step == self.steps - 1:
                 self.tracker.log("step", task=t + 1, step=step, samples_seen=self.samples_seen,
-                                 data_wait=self.data_wait_seconds, **stats)
+                                 data_wait=self.data_wait_seconds, **stats,
+                                 **({"skipped_nonfinite_steps": skipped} if skipped else {}))
+            if bad:
+                self._nonfinite_step(t, step, bad, skipped)
             self.global_step += 1
             if step + 1 in within:  # before the checkpoint of this step: a resume never repeats it
                 self._evaluate_within(t, step + 1)
             if self.checkpoints.due_inside_task(self.global_step, step + 1, self.steps):
                 self._checkpoint(Position(t, step + 1, self.global_step), time.time() - self._task_start)
         bar.close()
+
+    def _nonfinite_step(self, t: int, step: int, bad: dict[str, float], count: int) -> None:
+        """A step whose update was skipped: tolerated while experiment.optimizer.skip_nonfinite_steps
+        allows, else the run stops here with one line (the weights are those of the last applied step)."""
+        what = ", ".join(f"{name} {value}" for name, value in bad.items())
+        allowed = self.skip_nonfinite_steps
+        where = f"task {t + 1}, step {step + 1}"
+        if count <= allowed:
+            self.echo(f"skipped the update of {where} ({what}): {count} of {allowed} allowed "
+                      f"(experiment.optimizer.skip_nonfinite_steps)")
+            return
+        kept = list_checkpoints(self.checkpoints.folder) if self.checkpoints.enabled else []
+        last = (f"the last good checkpoint is {kept[-1]}" if kept else
+                "no checkpoint was written (log.keep_checkpoints=0)" if not self.checkpoints.enabled else
+                "no checkpoint has been written yet")
+        hint = ("set experiment.optimizer.skip_nonfinite_steps" if not allowed else
+                f"raise experiment.optimizer.skip_nonfinite_steps (={allowed}, all used)")
+        raise FifError(f"training diverged at {where} ({what}); {last}; lower experiment.optimizer.lr or {hint}")
 
     def _evaluate_within(self, t: int, done: int) -> None:
         """An evaluation after ``done`` steps of task ``t`` (evaluation.every_n_samples / gap_samples)."""
@@ -362,13 +446,29 @@ class Run:
         return self.results
 
 
+def _lock_resumed(cfg: DictConfig, echo: Callable[..., object]) -> RunLock | None:
+    """log.resume of an existing folder: lock it before its checkpoints are read (rank 0 of torchrun only)."""
+    folder = resume_dir(cfg)
+    if folder is None or not folder.is_dir() or int(os.environ.get("RANK", "0")) != 0:
+        return None
+    return RunLock.acquire(folder, echo)
+
+
 def run_experiment(cfg: DictConfig, echo: Callable[..., object] = print) -> RunOutput:
     """Run one experiment end to end (or continue it, ``log.resume``) and return its folder and results."""
-    resume: ResumePlan | None = plan_resume(cfg, echo)  # log.resume: the run to continue (None: a new run)
+    lock = _lock_resumed(cfg, echo)
+    try:
+        resume: ResumePlan | None = plan_resume(cfg, echo)  # log.resume: the run to continue (None: a new run)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     if resume is not None and resume.finished is not None:
+        if lock is not None:
+            lock.release()
         echo(f"run {resume.run_dir} is already complete (results.json): nothing to resume")
         return RunOutput(resume.run_dir, resume.finished)
-    with Run(cfg, echo) as run:
+    with Run(cfg, echo, lock) as run:
         state = resume.state if resume is not None else None
         run.build(resume.run_dir if resume is not None else None, keep_config=state is not None)
         if state is not None:

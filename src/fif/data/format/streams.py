@@ -79,12 +79,18 @@ def _load_json(path: Path) -> Any:
 def read_stream(path: str | Path) -> list[StreamEntry]:
     """The entries of a stream file (plain ``.json`` or gzipped ``.json.gz``), checked for the ``+++`` format."""
     path = Path(path)
+    expected = "expected a JSON list of \"FOLDER+++classname\" strings"
     try:
         raw = _load_json(path)
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise FifError(f"stream file {path} could not be read: {error}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise FifError(f"stream file {path} is not JSON ({error}): {expected}") from None
+    except (OSError, EOFError, zlib.error) as error:  # unreadable, or a broken .gz
+        raise FifError(f"stream file {path} could not be read ({type(error).__name__}: {error}): {expected}") \
+            from None
     if not isinstance(raw, list):
-        raise FifError(f"stream file {path}: expected a JSON list of \"FOLDER+++classname\" strings")
+        raise FifError(f"stream file {path} holds a JSON {type(raw).__name__}: {expected}")
+    if not raw:
+        raise FifError(f"stream file {path} is an empty list: {expected} (at least one)")
     entries = []
     for position, item in enumerate(raw):
         if not isinstance(item, str) or SEPARATOR not in item:

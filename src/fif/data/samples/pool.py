@@ -10,8 +10,10 @@ one epoch of tar data, once per resume.
 The stream hands out *undecoded* samples (``PoolRecord``: the image bytes and the caption). Decoding
 is the expensive part and happens where the batch is built (a loader worker), so the walk through
 the shards stays sequential and deterministic while decoding runs in parallel. A record that does
-not decode is dealt with by the batch builder (a one-line error, or with ``skip_corrupt`` a
-replacement drawn from the same batch's pool samples).
+not decode (a broken image, no image, no caption) is dealt with by the batch builder (a one-line
+error naming shard and key, or with ``skip_corrupt`` a replacement drawn from the same batch's pool
+samples, counted). A shard that cannot be read as a tar (cut off, empty, not a tar) stops the run
+with one line naming it, ``skip_corrupt`` or not.
 
 Because a loader reads ahead, the stream may stand several batches past what training has used.
 ``settle(state)`` records the stream's state as of the last batch training consumed, and
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import io
 import json
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -37,6 +40,10 @@ TEXT_EXTENSIONS = ("txt", "caption", "json")
 
 def find_shards(folder: str | Path, limit: int | None = None) -> list[Path]:
     folder = Path(folder)
+    if not folder.is_dir():
+        what = "is a file" if folder.exists() else "does not exist"
+        raise FifError(f"experiment.dataset.pretraining_pool={folder} {what}: expected a folder of webdataset "
+                       f".tar shards")
     shards = sorted(folder.glob("*.tar"))
     if not shards:
         raise FifError(f"experiment.dataset.pretraining_pool={folder}: no .tar shards found")
@@ -81,6 +88,20 @@ def _record(sample: dict[str, Any]) -> PoolRecord:
     return PoolRecord(where, image, sample[image] if image else None, text, sample[text] if text else None)
 
 
+def _broken_shard(error: Exception, shards: list[str]) -> FifError:
+    """A shard that is cut off, empty or not a tar, as one line naming it (webdataset appends the
+    stream and the shard's URL to the error's arguments). ``skip_corrupt`` does not cover it: the shard
+    is one broken file whose remaining samples are unknown, not a sample that can be replaced."""
+    shard = next((a for a in reversed(error.args) if isinstance(a, str) and a in shards), None)
+    reason = next((str(a) for a in error.args if isinstance(a, str)), "")
+    reason = " ".join(reason.split(" @ <", 1)[0].split())  # tarfile appends the stream's repr
+    folder = Path(shard or shards[0]).parent
+    where = f"shard {shard}" if shard else f"a shard in {folder}"
+    return FifError(f"pretraining pool {where} cannot be read ({type(error).__name__}: {reason or 'no detail'}); "
+                    f"expected a complete webdataset tar file: check the pool with `fif data pool {folder}`, then "
+                    f"replace or remove the shard")
+
+
 class PoolStream:
     """Endless shuffled stream of undecoded pool samples over tar shards."""
 
@@ -120,6 +141,8 @@ class PoolStream:
                 self._iterator = self._epoch_iterator()
             try:
                 sample = next(self._iterator)
+            except (tarfile.TarError, OSError, ValueError) as error:  # webdataset re-raises the shard's read error
+                raise _broken_shard(error, self.shards) from None
             except StopIteration:
                 if self.consumed == self._epoch_start:
                     raise FifError(f"the pretraining pool ({len(self.shards)} shards from {self.shards[0]}) has "
