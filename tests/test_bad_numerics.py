@@ -103,7 +103,7 @@ def test_fif_results_shows_the_run_failed_with_its_reason(diverged, capsys):
     assert row["tasks_done"] == 0 and row["zero_shot_GM"] is not None and row["final_GM"] is None
     assert main(["results", str(run_dir)]) == 0
     out = capsys.readouterr().out
-    assert "failed (training diverged" in out and "1 runs (0 complete, 1 not)" in out
+    assert "failed (training diverged" in out and "1 runs (0 complete, 1 failed, 0 unfinished)" in out
 
 
 def test_skip_nonfinite_steps_tolerates_n_then_stops(tmp_path, mini_root):

@@ -64,7 +64,7 @@ def test_results_table_shows_rounded_scores(tracked_runs):
         line = next(line for line in result.stdout.splitlines() if f" {name} " in line)
         numbers = re.findall(r"\d+\.\d\d", line)
         assert numbers == [f"{results[p][k]:.2f}" for p in PARTS for k in SHORT]
-    assert "2 runs (2 complete, 0 not)" in result.stdout
+    assert "2 runs (2 complete, 0 failed, 0 unfinished)" in result.stdout
 
 
 def _partial_copy(source: Path, target: Path, tasks: int) -> dict:
@@ -90,7 +90,7 @@ def test_unfinished_and_missing_runs_are_marked(tracked_runs, tmp_path, cli):
     assert killed["final_A_KA"] is None and killed["averaged_GM"] is None
     assert (rows["starting"]["status"], rows["starting"]["detail"]) == ("incomplete", "no results.json yet")
     code, out, _ = cli("results", str(tmp_path))
-    assert code == 0 and "incomplete (1/2 tasks)" in out and "0 complete, 2 not" in out
+    assert code == 0 and "incomplete (1/2 tasks)" in out and "0 complete, 0 failed, 2 unfinished" in out
 
 
 def test_sweep_folder_lists_runs_in_sweep_order_with_failures(tracked_runs, tmp_path, cli):

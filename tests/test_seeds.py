@@ -89,8 +89,8 @@ def test_default_output_is_per_run_and_the_table_adds_the_seed_groups(seed_runs,
     assert code == 0 and [row["run"] for row in json.loads(out)] == [OTHER_LR, *SEEDED]
 
     code, out, _ = cli("results", str(seed_runs))
-    assert code == 0 and "4 runs (4 complete, 0 not)" in out
-    after = out.split("4 runs (4 complete, 0 not)")[1]
+    assert code == 0 and "4 runs (4 complete, 0 failed, 0 unfinished)" in out
+    after = out.split("4 runs (4 complete, 0 failed, 0 unfinished)")[1]
     assert "forgetting and transfer" in after and "mean ± std over seeds" in after
     table = after.split("mean ± std over seeds")[1]  # the seeds table (the transfer table lists the runs first)
     values = _values(seed_runs, SEEDED)

@@ -25,12 +25,18 @@ def cmd_results(args: argparse.Namespace) -> int:
         print(f"{len(groups)} groups of {len(records)} runs")
     else:
         sys.stdout.write(to_rich(records))
-        incomplete = sum(not r.complete for r in records)
-        print(f"{len(records)} runs ({len(records) - incomplete} complete, {incomplete} not)")
+        print(run_counts(records))
         sys.stdout.write(transfer_rich(records))
         if has_repeats(groups):
             sys.stdout.write(seeds_rich(groups))
     return 0
+
+
+def run_counts(records) -> str:
+    """'N runs (C complete, F failed, U unfinished)': failed runs counted apart from ones still going or killed."""
+    failed = sum(r.status == "failed" for r in records)
+    complete = sum(r.complete for r in records)
+    return f"{len(records)} runs ({complete} complete, {failed} failed, {len(records) - complete - failed} unfinished)"
 
 
 def cmd_report(args: argparse.Namespace) -> int:
