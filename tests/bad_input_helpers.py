@@ -3,7 +3,9 @@ and check that a bad input ends in exactly one line ``error: ...`` (exit 2) and 
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -33,3 +35,16 @@ def files_under(folder: Path) -> list[str]:
 def nothing_left(folder: Path) -> None:
     """No file at all under ``folder`` (a refused run writes nothing)."""
     assert files_under(folder) == [], files_under(folder)
+
+
+def private_mini_root(mini_root: Path, dest: Path) -> Path:
+    """A copy of the mini benchmark made of hard links (the pool stays shared and untouched)."""
+    shutil.copytree(mini_root, dest, ignore=shutil.ignore_patterns("pool"), copy_function=os.link)
+    return dest
+
+
+def truncate_file(path: Path) -> None:
+    """Cut ``path`` to a third, breaking its hard link first: only this copy is damaged."""
+    data = path.read_bytes()
+    path.unlink()
+    path.write_bytes(data[: len(data) // 3])

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from bad_input_helpers import SHORT_RUN, files_under, nothing_left, one_line_error
+from bad_input_helpers import SHORT_RUN, files_under, nothing_left, one_line_error, private_mini_root, truncate_file
 from fif.cli import main
 from fif.config import compose
 from fif.data.samples.mixture import MixtureSampler, batch_split
@@ -100,22 +100,10 @@ def test_a_read_only_log_folder_seen_by_another_user():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _private_root(mini_root: Path, dest: Path) -> Path:
-    """A copy of the mini benchmark made of hard links (the pool stays shared and untouched)."""
-    shutil.copytree(mini_root, dest, ignore=shutil.ignore_patterns("pool"), copy_function=os.link)
-    return dest
-
-
-def _corrupt(path: Path) -> None:
-    data = path.read_bytes()
-    path.unlink()  # break the hard link: only the copy is damaged
-    path.write_bytes(data[: len(data) // 3])
-
-
 def test_a_run_failing_inside_its_folder_is_recorded_failed(tmp_path, mini_root, capsys):
     """A corrupt training image (skip_corrupt=false) drawn by task 1's second step: the run folder exists
     by then, so the failure is recorded there (the phases without evaluations: what matters is the folder)."""
-    root = _private_root(mini_root, tmp_path / "root")
+    root = private_mini_root(mini_root, tmp_path / "root")
     cfg = compose([*SHORT_RUN, f"log.folder={tmp_path / 'runs'}", "log.name=bad", f"experiment.dataset.root={root}",
                    f"experiment.dataset.pretraining_pool={mini_root / 'pool'}", "experiment.dataset.pool_shards=4",
                    "experiment.dataset.preload=false"])  # images read when drawn, after the folder exists
@@ -129,7 +117,7 @@ def test_a_run_failing_inside_its_folder_is_recorded_failed(tmp_path, mini_root,
             plan = MixtureSampler(parts.settings.seed, 0, parts.catalogue.task_indices(parts.tasks[0]), [], counts)
             split, local = parts.catalogue._locate(plan.plan(1).update[0])  # the first sample of step 2
             image = Path(split.where(local))
-            _corrupt(image)
+            truncate_file(image)
             run.train_task(0)
     reason = str(raised.value)
     assert str(image) in reason and "\n" not in reason

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
 import tarfile
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from bad_input_helpers import private_mini_root, truncate_file
 from fif.config import compose
 from fif.data.samples.batches import BatchBuilder
 from fif.data.samples.catalogue import TrainingCatalogue
@@ -25,18 +24,6 @@ from fif.models.backbone import build_backbone
 from fif.train.run import run_experiment
 
 RUN = ["experiment.task.num=2", "experiment.task.n_samples=256", "log.progress=false"]  # 2 steps of 128 per task
-
-
-def _copy_root(mini_root: Path, dest: Path) -> Path:
-    """A private copy of the mini benchmark (hard links; the pool stays shared and untouched)."""
-    shutil.copytree(mini_root, dest, ignore=shutil.ignore_patterns("pool"), copy_function=os.link)
-    return dest
-
-
-def _truncate(path: Path) -> None:
-    data = path.read_bytes()
-    path.unlink()  # break the hard link: only the copy is damaged
-    path.write_bytes(data[: len(data) // 3])
 
 
 def _stream_tasks(root: Path) -> tuple[TrainingCatalogue, list]:
@@ -72,10 +59,10 @@ def _run(tmp_path: Path, root: Path, mini_root: Path, *overrides: str, echo=lamb
 
 @pytest.fixture()
 def corrupt_train(tmp_path, mini_root) -> tuple[Path, Path]:
-    root = _copy_root(mini_root, tmp_path / "root")
+    root = private_mini_root(mini_root, tmp_path / "root")
     catalogue, tasks = _stream_tasks(root)
     path = _path_of(catalogue, _first_drawn(catalogue, tasks[0], 0))
-    _truncate(path)
+    truncate_file(path)
     return root, path
 
 
@@ -90,9 +77,9 @@ def test_a_corrupt_training_image_stops_the_run_with_one_line_naming_it(tmp_path
 
 @pytest.mark.parametrize("preload, workers", [("true", 0), ("false", 1)])
 def test_a_corrupt_test_image_stops_the_run_with_one_line_naming_it(tmp_path, mini_root, preload, workers):
-    root = _copy_root(mini_root, tmp_path / "root")
+    root = private_mini_root(mini_root, tmp_path / "root")
     _, path, _ = _first_test_image(root)
-    _truncate(path)
+    truncate_file(path)
     with pytest.raises(CorruptSampleError) as error:
         _run(tmp_path, root, mini_root, f"experiment.dataset.preload={preload}",
              f"experiment.dataset.num_workers={workers}")
@@ -105,7 +92,7 @@ def test_with_skip_corrupt_the_run_completes_and_reports_what_it_skipped(tmp_pat
                                                                           preload, workers):
     root, train_path = corrupt_train
     dataset, test_path, test_size = _first_test_image(root)
-    _truncate(test_path)
+    truncate_file(test_path)
     lines: list[str] = []
     results = _run(tmp_path, root, mini_root, "experiment.dataset.skip_corrupt=true",
                    f"experiment.dataset.preload={preload}",
@@ -126,12 +113,12 @@ def test_with_skip_corrupt_the_run_completes_and_reports_what_it_skipped(tmp_pat
 
 
 def test_replacements_come_from_the_same_source_and_repeat_exactly(tmp_path, mini_root):
-    root = _copy_root(mini_root, tmp_path / "root")
+    root = private_mini_root(mini_root, tmp_path / "root")
     catalogue, tasks = _stream_tasks(root)
     update, buffer = catalogue.task_indices(tasks[1]), catalogue.task_indices(tasks[0])
     bad_update, bad_buffer = update[5], buffer[7]
     for index in (bad_update, bad_buffer):
-        _truncate(_path_of(catalogue, index))
+        truncate_file(_path_of(catalogue, index))
     plan = BatchPlan([bad_update, update[0]], [bad_buffer, buffer[0], bad_buffer], 0,
                      {"update": update, "buffer": buffer})
     backbone = build_backbone("mini_clip")

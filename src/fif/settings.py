@@ -67,15 +67,6 @@ def _choice(value: Any, key: str, allowed: tuple[str, ...], expected: str | None
     return str(value)
 
 
-def _skip_nonfinite_steps(block: Any) -> int:
-    """experiment.optimizer.skip_nonfinite_steps: a whole number >= 0 (absent in older configs: 0)."""
-    value = block.get("skip_nonfinite_steps", 0)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise FifError(f"experiment.optimizer.skip_nonfinite_steps={value!r} is not valid: expected a whole "
-                       f"number >= 0 (non-finite steps to skip before the run stops)")
-    return value
-
-
 @dataclass(frozen=True)
 class OptimizerSettings:
     """``experiment.optimizer``: AdamW's peak learning rate, weight decay and gradient clipping."""
@@ -98,7 +89,8 @@ class OptimizerSettings:
         block = cfg.experiment.optimizer
         clip = block.get("clip_grad_norm")
         return cls(float(block.lr), float(block.weight_decay), float(clip) if clip else None,
-                   skip_nonfinite_steps=_skip_nonfinite_steps(block))
+                   skip_nonfinite_steps=whole(block.get("skip_nonfinite_steps", 0),  # absent in older configs
+                                              "experiment.optimizer.skip_nonfinite_steps"))
 
 
 @dataclass(frozen=True)

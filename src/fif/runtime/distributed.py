@@ -42,6 +42,11 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def launch_rank() -> int:
+    """This process's rank as torchrun set it (0 without torchrun), known before the process group is joined."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def init_distributed(device: torch.device) -> DistContext:
     """Join the process group torchrun set up (gloo on CPU, nccl on CUDA); world size 1 without it."""
     if not launched_by_torchrun():

@@ -11,7 +11,6 @@ writes the kill interrupted are removed (one note line says how many).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -21,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from fif.config import to_container
 from fif.errors import FifError
 from fif.results import RunResults
+from fif.runtime.distributed import launch_rank
 from fif.train.checkpoint import load_latest
 from fif.utils.io import remove_stale_temps
 
@@ -131,7 +131,7 @@ def remove_interrupted_writes(run_dir: Path, echo: Callable[[str], Any] = print)
     Safe only while no process writes the folder: a resume holds its lock (fif.train.run_folder) by
     now, and only rank 0 of torchrun cleans (the other ranks' plan_resume may run while rank 0 writes).
     """
-    if int(os.environ.get("RANK", "0")) != 0:
+    if launch_rank() != 0:
         return 0
     removed = [*remove_stale_temps(run_dir), *remove_stale_temps(run_dir / "checkpoints")]
     if removed:

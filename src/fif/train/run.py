@@ -27,7 +27,6 @@ Checkpoints are only written of applied (finite) states, and a failed run delete
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,8 +45,8 @@ from fif.methods import TaskInfo
 from fif.optim.step import nonfinite
 from fif.results import EVAL_EVENT_KEYS, RunResults, FILENAME as RESULTS_FILE
 from fif.runtime.device import resolve_device, seed_everything
-from fif.runtime.distributed import (SINGLE, DistContext, broadcast_object, init_distributed, rank_device, shard,
-                                     shutdown)
+from fif.runtime.distributed import (SINGLE, DistContext, broadcast_object, init_distributed, launch_rank, rank_device,
+                                     shard, shutdown)
 from fif.settings import OptimizerSettings
 from fif.tracking import FanOutTracker, JsonlTracker, build_tracker
 from fif.tracking.base import Tracker
@@ -449,7 +448,7 @@ class Run:
 def _lock_resumed(cfg: DictConfig, echo: Callable[..., object]) -> RunLock | None:
     """log.resume of an existing folder: lock it before its checkpoints are read (rank 0 of torchrun only)."""
     folder = resume_dir(cfg)
-    if folder is None or not folder.is_dir() or int(os.environ.get("RANK", "0")) != 0:
+    if folder is None or not folder.is_dir() or launch_rank() != 0:
         return None
     return RunLock.acquire(folder, echo)
 
