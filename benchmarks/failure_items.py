@@ -13,7 +13,7 @@ root, weight_decay=-0.1, LoRA rank 1000, fif report on a corrupt results.json, f
 umask 022 and a kill's temporary files after a resume. Numbers, not a test: tests/test_bad_*.py
 assert the messages.
 """
-import argparse, json, os, shutil, signal, subprocess, sys, tarfile, tempfile, io, time, stat
+import argparse, json, os, shutil, subprocess, sys, tarfile, tempfile, io, time, stat
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]

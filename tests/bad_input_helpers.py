@@ -7,7 +7,7 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 # A short real run of the mini benchmark (the reproduction config).
 SHORT_RUN = ("experiment.task.num=2", "experiment.task.n_samples=256", "log.progress=false")

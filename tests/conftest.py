@@ -38,6 +38,15 @@ def reference_dir() -> Path:
     return REFERENCE
 
 
+@pytest.fixture(scope="session")
+def registry(mini_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry of two adaptation datasets and one evaluation dataset of the mini benchmark: evaluation is cheap."""
+    full = json.loads((mini_root / "datasets.json").read_text())
+    path = tmp_path_factory.mktemp("registry") / "datasets.json"
+    path.write_text(json.dumps({k: full[k] for k in ("sprites2d", "counting", "primshapes")}))
+    return path
+
+
 @pytest.fixture(scope="module")
 def mini():
     """The shipped mini CLIP and one fixed batch of 8 random images with captions (one per test module:

@@ -1,7 +1,7 @@
 """The shape of src/fif, read with ast (nothing is imported, no torch): layers, cycles, function size.
 
 - Layers: a module imports only its own layer or lower ones (imports inside functions count).
-  A module's layer is the first component after ``fif.`` (``fif/settings.py`` -> settings).
+  A module's layer is the first component after ``fif.`` (``fif/config/settings.py`` -> config).
 - Cycles: no two modules import each other, directly or through others (module-level and
   function-level imports both count).
 - Size: no function has more than MAX_LOGIC_LINES lines of logic (non-blank, non-comment lines of
@@ -14,7 +14,7 @@ import ast
 import io
 import tokenize
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -23,8 +23,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 ROOT = "fif"
 # Bottom to top: a module may import its own layer and any lower one.
 LAYERS: list[set[str]] = [
-    {"errors", "utils", "runtime", "settings", "config", "reference_keys", "reference_merge_keys", "results",
-     "transfer"},
+    {"errors", "utils", "runtime", "config", "results"},
     {"models", "tracking", "optim"},
     {"data"},
     {"eval"},
@@ -57,13 +56,13 @@ def module_name(path: Path, src: Path) -> str:
     return ".".join(parts)
 
 
-@lru_cache(maxsize=None)
+@cache
 def modules(src: Path = SRC) -> dict[str, Path]:
     """Every module of the package: dotted name -> file."""
     return {module_name(path, src): path for path in sorted((src / ROOT).rglob("*.py"))}
 
 
-@lru_cache(maxsize=None)
+@cache
 def parsed(path: Path) -> ast.Module:
     return ast.parse(path.read_text(), filename=str(path))
 
@@ -284,8 +283,7 @@ def test_the_checks_catch_planted_violations(tmp_path):
                                f'def short():\n    # only comments\n\n' + "    y = 1\n" * MAX_LOGIC_LINES),
     })
     assert sorted(layer_violations(src)) == sorted([
-        "src/fif/errors.py:2: fif.errors [layer 0 (config, errors, reference_keys, reference_merge_keys, results, runtime, settings, transfer, "
-        "utils)] imports "
+        "src/fif/errors.py:2: fif.errors [layer 0 (config, errors, results, runtime, utils)] imports "
         "fif.train.loop [layer 6 (train)]",
         "src/fif/data/format/info.py:1: fif.data.format.info imports fif.data.samples.batches "
         "(fif.data.format may use only itself)",

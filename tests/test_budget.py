@@ -27,7 +27,7 @@ from fif.methods import build_method
 from fif.methods.adapter_layers import ADAPTED_TYPES, AdaptedAttention, LoRA
 from fif.methods.adapters import REFERENCE_ADAPTER
 from fif.models.backbone import build_backbone
-from fif.settings import BudgetSettings, TaskSettings
+from fif.config.settings import BudgetSettings, TaskSettings
 
 BATCH = 4
 
@@ -362,7 +362,7 @@ def test_plan_for_a_run_on_the_mini_clip(mini):
 
 
 def test_budget_settings_accept_what_the_profiler_accepts():
-    from fif import settings
+    from fif.config import settings
     from fif.budget import profile
 
     assert (settings.PRECISIONS, settings.MEMORY_SOURCES) == (profile.PRECISIONS, profile.MEMORY_SOURCES)

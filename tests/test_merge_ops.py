@@ -401,7 +401,7 @@ class Metered(StateSource):
     def _free(cls, n: int) -> None:
         cls.live -= n
 
-    def open(self) -> "Metered":
+    def open(self) -> Metered:
         if getattr(self.inner, "_file", None) is None:
             Metered.open_now += 1
             Metered.peak_open = max(Metered.peak_open, Metered.open_now)

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 from omegaconf import OmegaConf
 
 from fif.config import compose, conf_dir, leaves
 from fif.errors import FifError
-from fif.reference_keys import alias_table, translate_overrides, translate_pairs
+from fif.config.reference_keys import alias_table, translate_overrides, translate_pairs
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "fif" / "reference_configs.json"
 needs_reference = pytest.mark.skipif(not REFERENCE.is_file(), reason="../shared/reference/fif is not present")
@@ -139,7 +138,7 @@ def test_renamed_scheduler_and_kv_only_convert_values():
 
 def test_docs_hold_the_current_alias_table():
     doc = (Path(__file__).resolve().parents[1] / "docs" / "reference.md").read_text()
-    assert alias_table() in doc, "docs/reference.md is out of date: paste `python -m fif.reference_keys`"
+    assert alias_table() in doc, "docs/reference.md is out of date: paste `python -m fif.config.reference_keys`"
 
 
 def test_merge_keys_convert_only_the_selected_operator_with_the_reference_semantics():

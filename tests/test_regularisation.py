@@ -7,7 +7,7 @@ end-to-end checks run the loop on the mini benchmark.
 from __future__ import annotations
 
 import json
-from typing import Iterator
+from collections.abc import Iterator
 
 import open_clip
 import pytest

@@ -53,15 +53,6 @@ SLOW_METHODS = [
 
 
 # ---------------------------------------------------------------------------- helpers
-@pytest.fixture(scope="module")
-def registry(mini_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two adaptation datasets and one evaluation dataset of the mini benchmark: evaluation is cheap."""
-    full = json.loads((mini_root / "datasets.json").read_text())
-    path = tmp_path_factory.mktemp("registry") / "datasets.json"
-    path.write_text(json.dumps({k: full[k] for k in ("sprites2d", "counting", "primshapes")}))
-    return path
-
-
 def tiny(registry: Path, folder: Path, name: str, method: str, *extra: str) -> list[str]:
     return [f"experiment.dataset.registry={registry}", "experiment.dataset.sequence=null",
             "experiment.dataset.name=[SPRITES2D,COUNTING]", "experiment.task.num=2", "experiment.task.batch_size=32",

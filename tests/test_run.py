@@ -100,7 +100,8 @@ def _stream_file(tmp_path: Path, entries: list[str]) -> str:
     (lambda p: ["continual.method=magic"], "magic"),
     (lambda p: ["experiment.task.n_samples=100"], "experiment.task.n_samples=100"),
     (lambda p: [f"experiment.dataset.sequence={_stream_file(p, ['NOSUCHSET+++cat'])}"], "NOSUCHSET"),
-    (lambda p: [f"experiment.dataset.sequence={_stream_file(p, ['SWATCHES+++chartreuse'])}"], "stream.json, entry 0 (SWATCHES+++chartreuse)"),
+    (lambda p: [f"experiment.dataset.sequence={_stream_file(p, ['SWATCHES+++chartreuse'])}"],
+     "stream.json, entry 0 (SWATCHES+++chartreuse)"),
     (lambda p: [f"experiment.dataset.sequence={_stream_file(p, ['PRIMSHAPES+++circle'])}"], "evaluation-only"),
     (lambda p: ["experiment.dataset.data_mixture.update=0.9"], "sum to 1"),
 ])

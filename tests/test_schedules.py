@@ -10,7 +10,7 @@ import pytest
 from fif.config import compose
 from fif.errors import FifError
 from fif.optim.schedules import Schedule, learning_rate
-from fif.settings import SCHEDULES
+from fif.config.settings import SCHEDULES
 
 LR, RATIO = 1e-4, 1e-3
 FLOOR = LR * RATIO

@@ -18,8 +18,8 @@ from fif.results import RunResults
 from fif.tracking.scalars import ScalarMapper
 from fif.train.resume import without_timing
 from fif.train.run import run_experiment
-from fif.transfer import transfer_metrics
-from test_resume import fif_run, killed, registry, results_of  # noqa: F401 - registry is a fixture
+from fif.eval.transfer import transfer_metrics
+from test_resume import fif_run, killed, results_of
 
 
 def tiny(registry: Path, folder: Path, name: str, *extra: str) -> list[str]:

@@ -24,10 +24,9 @@ from fif.config import compose
 from fif.data.samples.batches import Batch
 from fif.errors import FifError
 from fif.methods import TaskInfo, apply_compute, build_method
-from fif.models.backbone import build_backbone
 from fif.optim.adamw import build_adamw
 from fif.runtime.device import allow_tf32
-from fif.settings import ComputeSettings
+from fif.config.settings import ComputeSettings
 
 CPU = torch.device("cpu")
 STEPS = 3

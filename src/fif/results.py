@@ -22,7 +22,7 @@ report, resume). Its shape (scores in percent)::
     HEADLINE = {"A_KA", "A_ZS", "geometric_mean"}
 
 "within_task" holds the evaluations inside tasks (evaluation.every_n_samples / gap_samples, the
-stability gap), "transfer" the forgetting metrics of fif.transfer (written at the end of a
+stability gap), "transfer" the forgetting metrics of fif.eval.transfer (written at the end of a
 stream of at least one task). A run that stopped on an error is ``"failed"`` with the one-line
 reason in "error" (``fail``); resumed and completed, it is ``"complete"`` again and the error is
 gone. "skipped_nonfinite_steps" counts the optimizer steps whose update was skipped because the
@@ -39,11 +39,14 @@ import json
 import math
 from pathlib import Path
 from statistics import fmean
-from typing import Any, Mapping, Sequence
+from typing import Any
+from collections.abc import Callable, Mapping, Sequence
 
 from fif.errors import FifError
-from fif.transfer import transfer_metrics
 from fif.utils.io import atomic_write_json
+
+# (zero-shot per-dataset scores, per-task per-dataset scores, datasets per task, held-out datasets) -> metrics
+TransferMetrics = Callable[[Mapping[str, float], Sequence[Mapping[str, float]], Sequence[Sequence[str]], Sequence[str]], dict[str, Any]]
 
 FILENAME = "results.json"
 HEADLINE = ("A_KA", "A_ZS", "geometric_mean")
@@ -101,13 +104,15 @@ class RunResults:
         self.data.setdefault("within_task", []).append(entry)
         return entry
 
-    def finish(self, seconds: float, skipped: dict[str, Any] | None = None) -> None:
+    def finish(self, seconds: float, skipped: dict[str, Any] | None = None,
+               transfer_metrics: TransferMetrics | None = None) -> None:
         """Final = the last task's point (the zero-shot one when nothing was trained), averaged = the mean
-        over tasks, the forgetting metrics; status complete."""
+        over tasks, the forgetting metrics (``transfer_metrics``: fif.eval.transfer's, given by the run so
+        this bottom-layer module imports no evaluation code); status complete."""
         last = self.tasks[-1] if self.tasks else self.data["zero_shot"]
         self.data["final"] = {k: last[k] for k in FINAL_KEYS if k in last}
         self.data["averaged"] = average_over_tasks(self.tasks)
-        if self.tasks and "task_datasets" in self.data:
+        if transfer_metrics is not None and self.tasks and "task_datasets" in self.data:
             self.data["transfer"] = {
                 **transfer_metrics(self.data["zero_shot"]["per_dataset"], [t["per_dataset"] for t in self.tasks],
                                    self.data["task_datasets"], self.data.get("held_out_datasets", [])),

@@ -13,7 +13,8 @@ data), which is how a 1.4B-parameter model is counted in seconds on a laptop.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
+from collections.abc import Callable, Iterable
 
 import torch
 

@@ -18,7 +18,7 @@ from fif.budget.maf import fullft_budget, maf, memory_ratio, steps_for_budget
 from fif.budget.memory import GB
 from fif.budget.profile import MethodProfile, profile_method
 from fif.errors import FifError
-from fif.settings import BudgetSettings, TaskSettings
+from fif.config.settings import BudgetSettings, TaskSettings
 
 __all__ = ["FULLFT_OVERRIDES", "BudgetPlan", "BudgetSettings", "budget_settings", "fullft_config",
            "plan_from_profiles", "plan_task_budget", "resolve_memory", "resolve_precision", "steps_without_budget"]
@@ -29,7 +29,7 @@ FULLFT_OVERRIDES = ("continual.method=finetune", "experiment.backbone.freeze_fea
 
 
 def budget_settings(cfg: DictConfig) -> BudgetSettings:
-    """The validated ``experiment.task.budget`` block (absent: no budget); see fif.settings.BudgetSettings."""
+    """The validated ``experiment.task.budget`` block (absent: no budget); see fif.config.settings.BudgetSettings."""
     return BudgetSettings.from_config(cfg)
 
 

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import torch
 from omegaconf import DictConfig
@@ -144,7 +146,7 @@ def _allocator_memory(cfg: DictConfig, model: nn.Module, batch_size: int, device
             method.end_task(TaskInfo(0, 2, 2, sample_batches=batches))
         method.begin_task(TaskInfo(1, 2, 2))
         method.observe(batches.batch)  # the first step allocates the optimizer state
-        peak = cuda_peak_bytes(lambda: method.observe(batches.batch), device) - before
+        peak = cuda_peak_bytes(functools.partial(method.observe, batches.batch), device) - before
         weights, gradients, optimizer = static_bytes(real)
         del method, real, images, texts, batches
     torch.cuda.empty_cache()

@@ -8,7 +8,8 @@ Each row is a method with a few config overrides on top of the user's, built and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf

@@ -31,7 +31,7 @@ def cmd_flops(args: argparse.Namespace) -> int:
     from fif.config import compose
     from fif.errors import FifError
     from fif.runtime.device import resolve_device
-    from fif.settings import TaskSettings
+    from fif.config.settings import TaskSettings
     from fif.utils.io import atomic_write_json
 
     cfg = compose(args.overrides)

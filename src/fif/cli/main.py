@@ -79,7 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_pretrain_base(args: argparse.Namespace) -> int:
     from fif.data.mini.build import default_root
     from fif.models.backbone import mini_clip_dir
-    from fif.train.pretrain_base import pretrain_base
+    from fif.tools.pretrain_base import pretrain_base
 
     out = Path(args.out) if args.out else mini_clip_dir()
     report = pretrain_base(out, Path(args.root) if args.root else default_root(args.seed), args.pool_shards,

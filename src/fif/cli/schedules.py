@@ -74,7 +74,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from fif.config import compose
     from fif.errors import FifError
     from fif.optim.schedules import Schedule
-    from fif.settings import TaskSettings
+    from fif.config.settings import TaskSettings
 
     overrides = list(args.overrides)
     if args.all and any(o.startswith(SCHEDULER_KEYS) for o in overrides):

@@ -23,7 +23,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
+from collections.abc import Iterator
 
 from fif.data.samples.pool import IMAGE_EXTENSIONS, TEXT_EXTENSIONS, PoolRecord
 from fif.errors import CorruptSampleError, FifError

@@ -6,7 +6,7 @@ The embedded mini benchmark is generated on first use, so ``experiment=mini`` ne
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from omegaconf import DictConfig
 

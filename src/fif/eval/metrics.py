@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from statistics import fmean
-from typing import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from fif.data.format.fif_format import DatasetSpec
 from fif.eval.suite import TASK_MASKED, DatasetScore

@@ -8,7 +8,8 @@ One object the training loop asks, so the loop stays unaware of validation mode
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from omegaconf import DictConfig
@@ -20,7 +21,7 @@ from fif.eval.scope import check_ka_choice
 from fif.eval.subset import EvalSubsets, eval_subsets
 from fif.eval.subset import check_fraction as check_subset
 from fif.eval.within_task import check_every_n_samples, check_gap_samples, within_task_steps
-from fif.settings import SchedulerSettings
+from fif.config.settings import SchedulerSettings
 
 
 class EvalProtocol:

@@ -16,7 +16,8 @@ class (the first task whose entries name it) gives the reference's task-masked a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from fif.data.format.fif_format import DatasetSpec
 from fif.errors import FifError

@@ -6,14 +6,15 @@ a fraction f, each dataset of N samples and C classes is scored on
 samples, spread evenly over its classes and fixed by the seed, so every evaluation point sees the
 same subset. Retrieval sets are always scored on their full gallery, as in the reference: a subset
 gallery makes recall easier (R@5 by chance is 5/300 on 300 items, 5/1777 on FSCOCO's full test set,
-whose 1,777 sketches share 112 targets, so the class formula alone would cut it to 300). The zero-shot point before the stream and the point after the last task
-are full evaluations.
+whose 1,777 sketches share 112 targets, so the class formula alone would cut it to 300). The
+zero-shot point before the stream and the point after the last task are full evaluations.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 

@@ -17,7 +17,8 @@ when it is unset), as the reference's stability-gap evaluations are.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from fif.errors import FifError
 

@@ -3,7 +3,7 @@ reference's task-masked accuracy (each image scored among the classes of the tas
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F

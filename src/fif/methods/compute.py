@@ -25,7 +25,7 @@ from __future__ import annotations
 from fif.errors import FifError
 from fif.methods.base import ContinualMethod
 from fif.runtime.device import allow_tf32
-from fif.settings import COMPUTE_KEY
+from fif.config.settings import COMPUTE_KEY
 
 
 def apply_compute(method: ContinualMethod) -> None:

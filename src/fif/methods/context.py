@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from fif.optim.schedules import Schedule
 from fif.runtime.distributed import SINGLE, DistContext
-from fif.settings import ComputeSettings, OptimizerSettings, TaskSettings
+from fif.config.settings import ComputeSettings, OptimizerSettings, TaskSettings
 
 
 @dataclass(frozen=True)

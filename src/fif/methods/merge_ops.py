@@ -62,7 +62,8 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -129,7 +130,7 @@ class MergeRule:
     lines: Lines | None = None
 
     @classmethod
-    def from_config(cls, node: Mapping[str, Any] | None, where: str) -> "MergeRule":
+    def from_config(cls, node: Mapping[str, Any] | None, where: str) -> MergeRule:
         """Build and validate a rule; ``where`` (e.g. ``continual.ema_paint.backbone_merge``) names errors."""
         values = dict(node or {})
         lines_node = values.pop("lines", None)

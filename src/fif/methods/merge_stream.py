@@ -28,7 +28,7 @@ import os
 import zlib
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Mapping, Sequence, Union
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ class StateSource:
 
     name = "state dict"
 
-    def open(self) -> "StateSource":
+    def open(self) -> StateSource:
         return self
 
     def close(self) -> None:
@@ -57,7 +57,7 @@ class StateSource:
     def get(self, key: str) -> torch.Tensor:
         raise NotImplementedError
 
-    def __enter__(self) -> "StateSource":
+    def __enter__(self) -> StateSource:
         return self.open()
 
     def __exit__(self, *exc: object) -> None:
@@ -79,7 +79,7 @@ class SafetensorsSource(StateSource):
     def __init__(self, path: str | os.PathLike) -> None:
         self.path, self.name, self._file, self._keys = Path(path), str(path), None, set()
 
-    def open(self) -> "SafetensorsSource":
+    def open(self) -> SafetensorsSource:
         from safetensors import safe_open
 
         if self._file is None:
@@ -108,7 +108,7 @@ class TorchFileSource(StateSource):
     def __init__(self, path: str | os.PathLike) -> None:
         self.path, self.name, self._state = Path(path), str(path), None
 
-    def open(self) -> "TorchFileSource":
+    def open(self) -> TorchFileSource:
         if self._state is None:
             if not self.path.is_file():
                 raise FifError(f"merge checkpoint {self.path} does not exist")
@@ -126,7 +126,7 @@ class TorchFileSource(StateSource):
         return self.open()._state[key]  # type: ignore[index]
 
 
-SourceLike = Union[StateSource, Mapping[str, torch.Tensor], str, os.PathLike]
+SourceLike = StateSource | Mapping[str, torch.Tensor] | str | os.PathLike
 
 
 def as_source(item: SourceLike) -> StateSource:
@@ -236,7 +236,7 @@ def _merge_part(sources: list[StateSource], rule: MergeRule, w: list[float], bas
         total = 0.0
         for key, shape in floats.items():
             generator = key_generator(rule.seed, salt, key) if rule.method == "dare_ties" else None
-            votes = sign_votes(rule, lambda i: as_working(_read(sources[i], key, shape)), len(sources),
+            votes = sign_votes(rule, lambda i, key=key, shape=shape: as_working(_read(sources[i], key, shape)), len(sources),
                                as_working(_read(base_src, key, shape)), generator, bounds)
             total += float(torch.sign(votes).sum())
         tie_sign = 1.0 if total > 0 else -1.0

@@ -19,7 +19,8 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from fif.errors import FifError
 from fif.utils.io import atomic_write_json, sha256_file

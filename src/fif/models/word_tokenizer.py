@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 
@@ -37,14 +37,14 @@ class WordTokenizer:
         return len(self.vocab)
 
     @classmethod
-    def build(cls, texts: Iterable[str], context_length: int = 24) -> "WordTokenizer":
+    def build(cls, texts: Iterable[str], context_length: int = 24) -> WordTokenizer:
         words: set[str] = set()
         for text in texts:
             words.update(split_words(text))
         return cls(words, context_length)
 
     @classmethod
-    def load(cls, path: str | Path) -> "WordTokenizer":
+    def load(cls, path: str | Path) -> WordTokenizer:
         data = json.loads(Path(path).read_text())
         tokenizer = cls([], data["context_length"])
         tokenizer.vocab = data["vocab"]

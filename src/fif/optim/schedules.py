@@ -48,8 +48,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from fif.errors import FifError
-from fif.settings import SCHEDULER_KEY as KEY
-from fif.settings import WITHIN_TASK, SchedulerSettings
+from fif.config.settings import SCHEDULER_KEY as KEY
+from fif.config.settings import WITHIN_TASK, SchedulerSettings
 
 
 def warmup_steps(total_steps: int, warmup: float | int) -> int:
@@ -114,7 +114,7 @@ def learning_rate(name: str, step: int, total_steps: int, peak_lr: float, warmup
 
 @dataclass(frozen=True)
 class Schedule(SchedulerSettings):
-    """A validated ``experiment.scheduler`` block (fif.settings.SchedulerSettings) that computes the
+    """A validated ``experiment.scheduler`` block (fif.config.settings.SchedulerSettings) that computes the
     learning rate: call it as ``schedule(task, step, steps, num_tasks)``."""
 
     # ------------------------------------------------------------------ values

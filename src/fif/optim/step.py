@@ -18,7 +18,8 @@ stay as they were. What to do about such a step (skip it, or stop the run) is th
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Mapping, NamedTuple
+from typing import NamedTuple
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 

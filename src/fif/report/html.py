@@ -7,7 +7,7 @@ import base64
 import html
 from datetime import datetime
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 from fif.report import plots
 from fif.report.seeds import seeds_section
@@ -81,7 +81,7 @@ def task_table(record: RunRecord) -> str:
 
 
 def transfer_table(records: Sequence[RunRecord]) -> str:
-    """Forgetting, backward transfer and task-masked accuracy of each run that has them (fif.transfer)."""
+    """Forgetting, backward transfer and task-masked accuracy of each run that has them (fif.eval.transfer)."""
     rows = [(r, r.view.transfer) for r in records if r.view.transfer]
     if not rows:
         return ""

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure

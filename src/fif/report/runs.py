@@ -12,7 +12,8 @@ from __future__ import annotations
 import glob
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from fif.errors import FifError
 from fif.report.record import RunRecord

@@ -34,7 +34,8 @@ import os
 import re
 from dataclasses import dataclass, field
 from statistics import fmean, stdev
-from typing import Any, Iterator, Sequence
+from typing import Any
+from collections.abc import Iterator, Sequence
 
 from fif.report.record import RunRecord
 from fif.results import HEADLINE, POINTS, finite

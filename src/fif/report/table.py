@@ -7,13 +7,14 @@ import csv
 import io
 import json
 import sys
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from fif.report.runs import HEADLINE, PARTS, RunRecord, finite
 from fif.report.seeds import SHORT, SeedGroup, column_label, group_row, stat_columns
 
 SCORE_COLUMNS = [f"{part}_{SHORT[k]}" for part in PARTS for k in HEADLINE]
-TRANSFER_COLUMNS = ["forgetting", "backward_transfer", "forgetting_zs", "task_masked_accuracy"]  # fif.transfer
+TRANSFER_COLUMNS = ["forgetting", "backward_transfer", "forgetting_zs", "task_masked_accuracy"]  # fif.eval.transfer
 COLUMNS = ["run", "status", "detail", "method", "tasks_done", "tasks_total", *SCORE_COLUMNS, *TRANSFER_COLUMNS,
            "path"]
 

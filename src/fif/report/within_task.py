@@ -3,7 +3,7 @@ against samples seen, joined to the task-end points, and what those evaluations 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from matplotlib.figure import Figure
 

@@ -17,7 +17,8 @@ import sys
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -35,10 +36,10 @@ from fif.eval.suite import DatasetScore
 from fif.methods import build_method
 from fif.models.backbone import MINI_CLIP, NAMED_ARCHITECTURES, Backbone, build_backbone
 from fif.models.weights import HUB_PREFIX
-from fif.reference_keys import translate_overrides
+from fif.config.reference_keys import translate_overrides
 from fif.runtime.device import allow_tf32, resolve_device
 from fif.runtime.distributed import SINGLE
-from fif.settings import ComputeSettings
+from fif.config.settings import ComputeSettings
 from fif.train.checkpoint import REQUIRED_KEYS, CheckpointError, list_checkpoints, read_checkpoint
 from fif.train.components import DataSettings, evaluation_suite
 

@@ -32,7 +32,7 @@ import time
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from PIL import Image
 from torchvision.transforms import InterpolationMode

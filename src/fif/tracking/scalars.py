@@ -24,7 +24,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from statistics import fmean
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 HEADLINE = ("A_KA", "A_ZS", "geometric_mean")
 TRAIN_AXIS = "train/samples_seen"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from omegaconf import DictConfig
@@ -34,7 +34,7 @@ from fif.eval.suite import EvalSuite
 from fif.methods import ContinualMethod, apply_compute, build_method, method_class
 from fif.models.backbone import Backbone, build_backbone, check_backbone
 from fif.runtime.distributed import SINGLE, DistContext, check_batch_divisible
-from fif.settings import ComputeSettings, OptimizerSettings, TaskSettings, number, whole
+from fif.config.settings import ComputeSettings, OptimizerSettings, TaskSettings, number, whole
 from fif.train.checkpoint import Checkpointer
 
 Echo = Callable[..., object]

@@ -1,4 +1,4 @@
-"""One continual-pretraining run as an object with phases: the flow of DESIGN.md.
+"""One continual-pretraining run as an object with phases: the flow of docs/architecture.md.
 
     run = Run(cfg)            with run:                           (cleanup always happens)
     run.build()                   components, run folder, trackers, results
@@ -30,7 +30,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
+from collections.abc import Callable, Iterator
 
 from omegaconf import DictConfig
 from tqdm import tqdm
@@ -41,13 +42,14 @@ from fif.data.samples.mixture import MixtureSampler, batch_split
 from fif.data.samples.task_batches import task_batches
 from fif.errors import FifError
 from fif.eval.metrics import summarize
+from fif.eval.transfer import transfer_metrics
 from fif.methods import TaskInfo
 from fif.optim.step import nonfinite
 from fif.results import EVAL_EVENT_KEYS, RunResults, FILENAME as RESULTS_FILE
 from fif.runtime.device import resolve_device, seed_everything
 from fif.runtime.distributed import (SINGLE, DistContext, broadcast_object, init_distributed, launch_rank, rank_device,
                                      shard, shutdown)
-from fif.settings import OptimizerSettings
+from fif.config.settings import OptimizerSettings
 from fif.tracking import FanOutTracker, JsonlTracker, build_tracker
 from fif.tracking.base import Tracker
 from fif.train.checkpoint import Checkpointer, Position, list_checkpoints
@@ -301,7 +303,7 @@ class Run:
                 self.echo(f"skipped {skipped['skipped_corrupt']} corrupt samples in "
                           f"{len(skipped['skipped_corrupt_files'])} files (experiment.dataset.skip_corrupt=true; "
                           f"files in results.json)")
-        results.finish(time.time() - self.start, skipped)
+        results.finish(time.time() - self.start, skipped, transfer_metrics)
         if self.cfg.log.checkpoint and self.dist.is_main:
             atomic_torch_save(self.run_dir / "final_model.pt", {"model": parts.method.final_state_dict(),
                                                                 "backbone": str(self.cfg.experiment.backbone.name)})

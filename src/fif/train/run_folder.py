@@ -15,7 +15,8 @@ import os
 import socket
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from omegaconf import DictConfig, OmegaConf
 

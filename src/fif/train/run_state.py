@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from fif.data.samples.batches import BatchBuilder
 from fif.data.samples.buffer import ReplayBuffer

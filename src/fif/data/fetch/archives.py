@@ -15,7 +15,7 @@ import shutil
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from fif.errors import FifError
 

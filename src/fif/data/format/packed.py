@@ -8,7 +8,8 @@ on access (~0.2 us).
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Sequence, overload
+from typing import overload
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -67,7 +68,7 @@ class PackedCaptions(Sequence[list[str]]):
         self._ends = np.array(counts, dtype=np.int64).cumsum()
 
     @classmethod
-    def from_flat(cls, flat: list[str], counts: list[int]) -> "PackedCaptions":
+    def from_flat(cls, flat: list[str], counts: list[int]) -> PackedCaptions:
         """Build from captions already flattened (the fast path of the info-file reader)."""
         packed = cls.__new__(cls)
         packed._flat = PackedStrings(flat)

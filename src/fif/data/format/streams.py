@@ -18,7 +18,8 @@ import json
 import zlib
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -121,7 +122,7 @@ def chunk_into_tasks(entries: list[StreamEntry], num_tasks: int) -> list[list[St
     return tasks
 
 
-def _not_streamable(spec: "DatasetSpec") -> str | None:
+def _not_streamable(spec: DatasetSpec) -> str | None:
     """Why a dataset may not be in a stream (None when it may): only adaptation datasets are streamed."""
     from fif.data.format.fif_format import ADAPTATION, EVALUATION
 
@@ -133,7 +134,7 @@ def _not_streamable(spec: "DatasetSpec") -> str | None:
             f"(experiment.dataset.adapt_on=[{spec.name}] makes it one for this run)")
 
 
-def check_stream(entries: list[StreamEntry], registry: dict[str, "DatasetSpec"], source: str) -> list[StreamEntry]:
+def check_stream(entries: list[StreamEntry], registry: dict[str, DatasetSpec], source: str) -> list[StreamEntry]:
     """Entries with their dataset part turned into registry folders; unknown, held-out or repeated ones fail."""
     from fif.data.format.registry import find_dataset
 
@@ -156,7 +157,7 @@ def check_stream(entries: list[StreamEntry], registry: dict[str, "DatasetSpec"],
     return normalized
 
 
-def split_classes(split: "Split") -> list[StreamEntry]:
+def split_classes(split: Split) -> list[StreamEntry]:
     """A split's classes that have samples, in target order (the reference's per-dataset streams)."""
     present = set(split.targets)
     classes = [(split.spec.folder, name) for target, name in enumerate(split.classnames) if target in present]
@@ -166,7 +167,7 @@ def split_classes(split: "Split") -> list[StreamEntry]:
     return classes
 
 
-def dataset_classes(root: str | Path, spec: "DatasetSpec", info_dir: str | Path | None = None,
+def dataset_classes(root: str | Path, spec: DatasetSpec, info_dir: str | Path | None = None,
                     tar: bool = False) -> list[StreamEntry]:
     """A dataset's streamable classes, read from its train split's info file (folder or tar layout)."""
     from fif.data.format.fif_format import read_split
@@ -174,7 +175,7 @@ def dataset_classes(root: str | Path, spec: "DatasetSpec", info_dir: str | Path 
     return split_classes(read_split(root, spec, "train", info_dir, tar=tar))
 
 
-def dataset_stream(names: Sequence[str], root: str | Path, registry: dict[str, "DatasetSpec"],
+def dataset_stream(names: Sequence[str], root: str | Path, registry: dict[str, DatasetSpec],
                    info_dir: str | Path | None = None, tar: bool = False) -> list[StreamEntry]:
     """Every class of the named datasets, dataset after dataset (``experiment.dataset.name``)."""
     from fif.data.format.registry import find_dataset
@@ -220,7 +221,7 @@ def stream_source(cfg: Any) -> str:
 
 
 def make_tasks(cfg: Any, root: str | Path,
-               registry: dict[str, "DatasetSpec"]) -> tuple[list[StreamEntry], list[list[StreamEntry]]]:
+               registry: dict[str, DatasetSpec]) -> tuple[list[StreamEntry], list[list[StreamEntry]]]:
     """The run's stream and its tasks from ``experiment.dataset`` and ``experiment.task``."""
     ds, task = cfg.experiment.dataset, cfg.experiment.task
     if ds.get("sequence") and ds.get("name"):

@@ -17,7 +17,7 @@ import math
 import random
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
+from collections.abc import Callable
 
 from PIL import Image, ImageDraw
 

@@ -19,7 +19,8 @@ keys from a generator seeded by (seed, task number), never from global random st
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import torch

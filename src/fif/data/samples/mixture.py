@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Sequence
+from collections.abc import Sequence
 
 from fif.errors import FifError
 

@@ -11,7 +11,7 @@ the values are bit-identical to the whole transform (tests/test_loader.py checks
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torchvision import transforms as T

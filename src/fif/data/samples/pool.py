@@ -27,7 +27,8 @@ import json
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from PIL import Image
 

@@ -11,7 +11,7 @@ caption draws differ from the training batches'. The batches come through the tr
 from __future__ import annotations
 
 import random
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from fif.data.samples.batches import Batch, BatchBuilder
 from fif.data.samples.loader import LoaderSettings, step_batches
@@ -19,8 +19,9 @@ from fif.data.samples.mixture import BatchPlan
 
 
 def task_batches(builder: BatchBuilder, task_indices: Sequence[int], seed: int, task: int,
-                 first_step: int, loader: LoaderSettings = LoaderSettings()) -> Callable[[int, int], Iterator[Batch]]:
+                 first_step: int, loader: LoaderSettings | None = None) -> Callable[[int, int], Iterator[Batch]]:
     """``draw(n_samples, batch_size)``: floor(n / b) disjoint batches of b samples, n capped at the task's size."""
+    loader = loader if loader is not None else LoaderSettings()
 
     def draw(n_samples: int, batch_size: int) -> Iterator[Batch]:
         order = [int(i) for i in task_indices]

@@ -6,7 +6,8 @@ import re
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
+from collections.abc import Callable, Iterator, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -14,7 +15,7 @@ from fif.errors import FifError
 
 
 def conf_dir() -> Path:
-    return Path(str(resources.files("fif") / "conf"))
+    return Path(str(resources.files("fif.config") / "conf"))
 
 
 def _hydra_compose(overrides: Sequence[str]) -> DictConfig:
@@ -71,13 +72,13 @@ def _check_types(cfg: DictConfig, defaults: DictConfig) -> None:
 def compose(overrides: Sequence[str] = (), echo: Callable[[str], object] | None = None) -> DictConfig:
     """The resolved config; a bad override is a one-line FifError naming it.
 
-    The reference's key names are accepted (fif.reference_keys): each is rewritten to ours and
+    The reference's key names are accepted (fif.config.reference_keys): each is rewritten to ours and
     ``echo`` (default: stderr) gets one note line naming the new key.
     """
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from fif.reference_keys import translate_overrides
+    from fif.config.reference_keys import translate_overrides
 
     overrides, notes = translate_overrides(overrides)
     for note in notes:

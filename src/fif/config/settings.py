@@ -230,7 +230,7 @@ class SchedulerSettings:
         """From a run config; keys missing from older configs take their defaults (a subclass gets
         itself: Schedule.from_config is a Schedule)."""
         block = cfg.experiment.scheduler
-        ratio = block.get("cosine_lr_mul")  # configs of older versions; the key is now an alias (fif.reference_keys)
+        ratio = block.get("cosine_lr_mul")  # configs of older versions; the key is now an alias (fif.config.reference_keys)
         if ratio is not None:
             number(ratio, f"{SCHEDULER_KEY}.cosine_lr_mul", 0)
         wsd = block.get("wsd") or {}

@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
+from collections.abc import Callable, Iterable, Sequence
 
 from fif.errors import FifError
 
@@ -186,10 +187,10 @@ def alias_table() -> str:
 def translate_pairs(pairs: Iterable[tuple[str, Any]]) -> Translated:
     """Reference (key, value) pairs -> ours; a refused value is a one-line FifError naming the key.
 
-    Merging keys are converted together (fif.reference_merge_keys: a part's operator decides which
+    Merging keys are converted together (fif.config.reference_merge_keys: a part's operator decides which
     of its sub-blocks count) and come last.
     """
-    from fif.reference_merge_keys import is_merge_key, translate_merge
+    from fif.config.reference_merge_keys import is_merge_key, translate_merge
 
     pairs = list(pairs)
     merging, notes = translate_merge([(k, v) for k, v in pairs if is_merge_key(k, v)], pairs)
@@ -218,7 +219,7 @@ _OVERRIDE = re.compile(r"^(?P<prefix>\+{0,2}|~)(?P<key>[\w.]+)=(?P<value>.*)$", 
 
 def translate_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
     """Hydra overrides with reference keys rewritten (a rename keeps the value's text as typed), and the notes."""
-    from fif.reference_merge_keys import is_merge_key, translate_merge
+    from fif.config.reference_merge_keys import is_merge_key, translate_merge
 
     out: list[str] = []
     notes: list[str] = []
@@ -268,5 +269,5 @@ def _render(value: Any) -> str:
     return text if re.fullmatch(r"[\w./:+-]+", text) else json.dumps(text).replace('"', "'")
 
 
-if __name__ == "__main__":  # python -m fif.reference_keys: print the table for docs/reference.md
+if __name__ == "__main__":  # python -m fif.config.reference_keys: print the table for docs/reference.md
     print(alias_table())

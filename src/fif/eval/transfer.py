@@ -19,7 +19,8 @@ a_T is a full-set score, so small differences are within the subsets' sampling n
 from __future__ import annotations
 
 from statistics import fmean
-from typing import Any, Mapping, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 
 def _mean(values: list[float]) -> float | None:

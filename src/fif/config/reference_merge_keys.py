@@ -7,13 +7,14 @@ selected operator's (or when the method is not given alongside it), and the conv
 the options that reproduce the reference's semantics (docs/merging.md, "Differences from the
 reference"): task arithmetic sums, TIES prunes over the whole part with its k-th-value rule, ...
 
-Hand-written for the same reason as fif.reference_keys: a table of facts about one other codebase.
+Hand-written for the same reason as fif.config.reference_keys: a table of facts about one other codebase.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from fif.errors import FifError
 
