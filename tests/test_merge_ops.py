@@ -339,7 +339,7 @@ def test_weighting_schemes_follow_their_formulas():
 
 def test_lines_scales_block_l_update_by_the_documented_factor(theta0):
     theta1 = finetuned(theta0, 5)
-    lines = Lines(alpha=0.2, beta=0.6, power=2.0, non_block="alpha")
+    lines = Lines(enabled=True, alpha=0.2, beta=0.6, power=2.0, non_block="alpha")
     merged = merge_states([theta1], MergeRule(method="interpolation", lines=lines), [1.0], base=theta0)
     depths = tower_depths(list(theta0))
     assert depths == {"visual.transformer.": 4, "transformer.": 4}
@@ -355,7 +355,7 @@ def test_lines_scales_block_l_update_by_the_documented_factor(theta0):
         assert lines_factor(key, lines, depths) == pytest.approx(factor)
         assert torch.allclose(update, factor * expected, atol=ATOL), key
     assert checked == 2 * 4 * 12  # both towers, 4 blocks, 12 tensors per block
-    head_last = Lines(alpha=0.2, beta=0.6, power=2.0, non_block="head_last")
+    head_last = Lines(enabled=True, alpha=0.2, beta=0.6, power=2.0, non_block="head_last")
     assert lines_factor("visual.proj", head_last, depths) == pytest.approx(0.8)
     assert lines_factor("ln_final.weight", head_last, depths) == pytest.approx(0.8)
     assert lines_factor("visual.conv1.weight", head_last, depths) == pytest.approx(0.2)

@@ -23,7 +23,10 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fif.config import check_config, conf_dir
+from fif.config.compose import store_declared
 from fif.errors import FifError
+
+store_declared()  # the declared option blocks (each method's continual.<name>), before @hydra.main composes
 
 
 def job_name(num: int, overrides: list[str]) -> str:

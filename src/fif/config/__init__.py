@@ -5,7 +5,8 @@ validated settings; ``fif.config.reference_keys`` rewrites the reference's key n
 are ``conf/experiment/*.yaml``.
 """
 
-from fif.config.compose import (SECRET_KEYS, check_config, compose, conf_dir, leaves, public_config,
-                                to_container)
+from fif.config.compose import (SECRET_KEYS, check_config, compose, conf_dir, declared_defaults, leaves,
+                                public_config, store_declared, to_container)
 
-__all__ = ["SECRET_KEYS", "check_config", "compose", "conf_dir", "leaves", "public_config", "to_container"]
+__all__ = ["SECRET_KEYS", "check_config", "compose", "conf_dir", "declared_defaults", "leaves", "public_config",
+           "store_declared", "to_container"]

@@ -11,16 +11,42 @@ from collections.abc import Callable, Iterator, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from fif.config.options import DECLARED
+from fif.config.plugins import load_plugins
 from fif.errors import FifError
+
+DECLARED_NODE = "fif_declared"
 
 
 def conf_dir() -> Path:
     return Path(str(resources.files("fif.config") / "conf"))
 
 
+def declared_defaults() -> dict[str, Any]:
+    """The blocks declared in code (fif.config.options.DECLARED: each method's ``continual.<name>``), nested."""
+    load_plugins()
+    tree: dict[str, Any] = {}
+    for key, options in DECLARED.items():
+        *parents, last = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = options.defaults()
+    return tree
+
+
+def store_declared() -> None:
+    """Put the declared blocks into Hydra's ConfigStore as ``fif_declared`` (config.yaml's first default)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name=DECLARED_NODE, node=OmegaConf.create(declared_defaults()))
+
+
 def _hydra_compose(overrides: Sequence[str]) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+
+    store_declared()
 
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=list(overrides))

@@ -8,28 +8,60 @@ Only adapter parameters train. The adapters live inside the model (``AdaptedAtte
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from typing import Any
 from collections.abc import Callable
 
 import torch
-from omegaconf import DictConfig, ListConfig
+from omegaconf import ListConfig
 from torch import nn
 
+from fif.config.options import Options, option
 from fif.errors import FifError
 from fif.methods.adapter_layers import (ATTENTION_TARGETS, FORMULATIONS, DoRA, LoRA, VeRA, VeraProjections,
                                         AdaptedAttention, AdaptedLinear, Delta, merge_, merged_copy, reset_)
 from fif.methods.base import GradientMethod, TaskInfo
 from fif.methods.context import MethodContext
+from fif.methods.registry import register_method
 
 TOWERS = {"both": ("vision", "text"), "vision": ("vision",), "text": ("text",)}
 MLP_LAYERS = ("c_fc", "c_proj")
 
 
 @dataclass(frozen=True)
+class AdapterOptions(Options):
+    """``continual.lora`` and ``continual.dora``: the adapter every adapted matrix gets."""
+
+    rank: int = option(5, "rank r of every adapter (reference: 5)", minimum=1)
+    scale: float = option(1.0, "multiplies B A (reference's scale; PEFT's lora_alpha / r)")
+    dropout: float = option(0.0, "dropout on the adapter's input", minimum=0.0, maximum=1.0, exclusive_max=True)
+    towers: str = option("both", "towers that get adapters (a tower frozen by experiment.backbone.freeze_* gets none)",
+                         choices=tuple(TOWERS))
+    blocks: Any = option("all", "all | last:N | list of block indices per tower, e.g. [0,1] or [-2,-1]", kind="any")
+    attention: Any = option(["q", "k", "v", "out"], "attention projections to adapt; [k, v]: the reference's "
+                            "kv_only; []: none", kind="any")
+    mlp: Any = option(["c_fc", "c_proj"], "MLP Linears to adapt: [c_fc, c_proj] (or true) | [c_proj] (the "
+                      "reference's) | [] (or false)", kind="any")
+    merge_at_task_end: bool = option(False, "merge the adapter into the weights after each task, start a fresh one")
+    formulation: str = option("input", "input: x -> A x -> B beside W x (PEFT) | merged: F.linear(x, W + scale B A), "
+                              "the reference's compute", choices=FORMULATIONS)
+
+    def validate(self, key: str) -> None:
+        """The list-valued targets and blocks, and what the options demand of each other."""
+        AdapterSpec.from_options("adapter", self, key)
+
+
+@dataclass(frozen=True)
+class VeRAOptions(AdapterOptions):
+    """``continual.vera``: W + scale * diag(b) B diag(d) A, shared frozen random A, B; trains d and b."""
+
+    projection_seed: int = option(0, "seed of the shared random projections A, B")
+    d_initial: float = option(0.1, "initial value of every d (b starts at 0)")
+
+
+@dataclass(frozen=True)
 class AdapterSpec:
-    """The validated ``continual.<method>.*`` options."""
+    """The validated ``continual.<method>.*`` options, resolved (towers and targets as tuples)."""
 
     kind: str  # lora | dora | vera
     rank: int
@@ -45,95 +77,52 @@ class AdapterSpec:
     formulation: str = "input"  # input | merged (fif.methods.adapter_layers)
 
     @classmethod
-    def from_config(cls, kind: str, cfg: DictConfig) -> AdapterSpec:
-        key = f"continual.{kind}"
-        read = _OptionReader(cfg, key)
-        rank = read.rank()
-        scale, dropout = read.number("scale"), read.dropout()
-        towers = read.towers()
+    def from_options(cls, kind: str, options: AdapterOptions, key: str | None = None) -> AdapterSpec:
+        key = key or f"continual.{kind}"
+        read = _TargetReader(options, key)
         attention, mlp = read.attention(), read.mlp()
         if not attention and not mlp:
             raise FifError(f"{key}.attention=[] and {key}.mlp=false adapt nothing: enable at least one target")
         blocks = read.blocks()
-        seed, d_initial = read.vera() if kind == "vera" else (0, 0.1)
-        formulation = read.formulation(dropout)
-        return cls(kind, rank, scale, dropout, towers, blocks, attention, mlp, read.flag("merge_at_task_end"),
-                   seed, d_initial, formulation)
+        seed, d_initial = (options.projection_seed, options.d_initial) if isinstance(options, VeRAOptions) else (0, 0.1)
+        if d_initial == 0.0:
+            raise read.bad("d_initial", "a non-zero number (with d = 0 and b = 0 VeRA gets no gradient)")
+        if options.formulation == "merged" and options.dropout > 0:
+            raise FifError(f"{key}.formulation=merged forms one adapted weight, so it cannot drop out the "
+                           f"adapter's input alone: set {key}.dropout=0 or {key}.formulation=input")
+        return cls(kind, options.rank, options.scale, options.dropout, TOWERS[options.towers], blocks, attention, mlp,
+                   options.merge_at_task_end, seed, d_initial, options.formulation)
 
 
-class _OptionReader:
-    """Reads and checks the ``continual.<kind>.*`` adapter options; a bad value is a one-line error naming the key."""
+class _TargetReader:
+    """Checks the list-valued adapter options; a bad value is a one-line error naming the key."""
 
-    def __init__(self, cfg: DictConfig, key: str) -> None:
-        self.cfg, self.key = cfg, key
+    def __init__(self, options: AdapterOptions, key: str) -> None:
+        self.options, self.key = options, key
 
     def bad(self, name: str, expected: str) -> FifError:
-        return FifError(f"{self.key}.{name}={self.cfg.get(name)!r} is not valid: expected {expected}")
-
-    def number(self, name: str) -> float:
-        value = self.cfg.get(name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise self.bad(name, "a finite number")
-        return float(value)
-
-    def flag(self, name: str) -> bool:
-        if not isinstance(self.cfg.get(name), bool):
-            raise self.bad(name, "true or false")
-        return self.cfg.get(name)
-
-    def rank(self) -> int:
-        rank = self.cfg.get("rank")
-        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-            raise self.bad("rank", "an integer >= 1")
-        return rank
-
-    def dropout(self) -> float:
-        dropout = self.number("dropout")
-        if not 0.0 <= dropout < 1.0:
-            raise self.bad("dropout", "a number in [0, 1)")
-        return dropout
-
-    def towers(self) -> tuple[str, ...]:
-        towers = str(self.cfg.get("towers"))
-        if towers not in TOWERS:
-            raise self.bad("towers", f"one of {', '.join(TOWERS)}")
-        return TOWERS[towers]
+        return FifError(f"{self.key}.{name}={getattr(self.options, name)!r} is not valid: expected {expected}")
 
     def attention(self) -> tuple[str, ...]:
-        attention = self.cfg.get("attention")
-        attention = list(attention) if isinstance(attention, (list, ListConfig)) else None
+        attention = self.options.attention
+        attention = list(attention) if isinstance(attention, (list, tuple, ListConfig)) else None
         if attention is None or not set(attention) <= set(ATTENTION_TARGETS) or len(set(attention)) != len(attention):
             raise self.bad("attention", f"a list of distinct targets out of {list(ATTENTION_TARGETS)}, e.g. [k, v]")
         return tuple(t for t in ATTENTION_TARGETS if t in attention)
 
     def mlp(self) -> tuple[str, ...]:
-        value = self.cfg.get("mlp")
+        value = self.options.mlp
         if isinstance(value, bool):
             return MLP_LAYERS if value else ()
-        if isinstance(value, (list, ListConfig)) and set(value) <= set(MLP_LAYERS) and len(set(value)) == len(value):
+        if isinstance(value, (list, tuple, ListConfig)) and set(value) <= set(MLP_LAYERS) and len(set(value)) == len(value):
             return tuple(name for name in MLP_LAYERS if name in value)
         raise self.bad("mlp", f"true, false or a list of distinct layers out of {list(MLP_LAYERS)}, e.g. [c_proj]")
 
     def blocks(self) -> Any:
-        blocks = self.cfg.get("blocks")
-        blocks = list(blocks) if isinstance(blocks, ListConfig) else blocks
+        blocks = self.options.blocks
+        blocks = list(blocks) if isinstance(blocks, (ListConfig, tuple)) else blocks
         block_indices(blocks, None, self.key)  # syntax now; ranges per tower at install
         return blocks
-
-    def vera(self) -> tuple[int, float]:
-        seed, d_initial = int(self.number("projection_seed")), self.number("d_initial")
-        if d_initial == 0.0:
-            raise self.bad("d_initial", "a non-zero number (with d = 0 and b = 0 VeRA gets no gradient)")
-        return seed, d_initial
-
-    def formulation(self, dropout: float) -> str:
-        formulation = str(self.cfg.get("formulation", "input"))
-        if formulation not in FORMULATIONS:
-            raise self.bad("formulation", f"one of {', '.join(FORMULATIONS)}")
-        if formulation == "merged" and dropout > 0:
-            raise FifError(f"{self.key}.formulation=merged forms one adapted weight, so it cannot drop out the "
-                           f"adapter's input alone: set {self.key}.dropout=0 or {self.key}.formulation=input")
-        return formulation
 
 
 def block_indices(blocks: Any, depth: int | None, key: str) -> list[int]:
@@ -256,11 +245,12 @@ class AdapterMethod(GradientMethod):
     """Contrastive training of adapters only; the base weights stay frozen (or absorb merged adapters)."""
 
     name = "adapter"
+    Options = AdapterOptions
     reference_overrides = REFERENCE_ADAPTER
 
-    def __init__(self, model: torch.nn.Module, options: DictConfig, context: MethodContext) -> None:
+    def __init__(self, model: torch.nn.Module, options: AdapterOptions, context: MethodContext) -> None:
         super().__init__(model, options, context)
-        spec = AdapterSpec.from_config(self.name, options)
+        spec = AdapterSpec.from_options(self.name, options)
         # A tower locked by experiment.backbone.freeze_features / freeze_head gets no adapters (the reference).
         locked = {"vision": context.lock_image, "text": context.lock_text}
         towers = tuple(t for t in spec.towers if not locked[t])
@@ -289,13 +279,23 @@ class AdapterMethod(GradientMethod):
         return merged_copy(self.model).state_dict()
 
 
+@register_method
 class LoRAMethod(AdapterMethod):
+    """Low-rank adapters: W + scale * B A, one adapter trained across all tasks."""
+
     name = "lora"
 
 
+@register_method
 class DoRAMethod(AdapterMethod):
+    """Weight-decomposed LoRA: m * (W + scale B A) / ||W + scale B A||_row."""
+
     name = "dora"
 
 
+@register_method
 class VeRAMethod(AdapterMethod):
+    """VeRA: shared frozen random projections, trained scaling vectors d and b."""
+
     name = "vera"
+    Options = VeRAOptions

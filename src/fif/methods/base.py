@@ -5,9 +5,10 @@ its model, optimizer and learning-rate schedule, and everything it needs for an 
 in its ``state_dict``.
 
 A method is built in two steps (``fif.methods.build_method``): the constructor takes the model,
-the method's own ``continual.<name>`` block and the run's ``MethodContext`` and only reads and
-checks them; ``setup()`` then prepares the model for training (installs adapters, fixes what
-trains), once the object is complete.
+its checked options (an instance of its ``Options`` class, read from ``continual.<name>``) and the
+run's ``MethodContext``; ``setup()`` then prepares the model for training (installs adapters,
+fixes what trains), once the object is complete. A method registers with
+``fif.methods.registry.register_method`` (docs/adding-a-method.md).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from collections.abc import Callable, Iterator
 
 import open_clip
 import torch
-from omegaconf import DictConfig
 
+from fif.config.options import Options
 from fif.data.samples.batches import Batch
 from fif.methods.context import MethodContext
 from fif.methods.towers import freeze_towers
@@ -28,6 +29,11 @@ from fif.optim.adamw import build_adamw
 from fif.optim.step import Losses, contrastive_step, step_losses
 from fif.runtime.device import autocast_for
 from fif.runtime.distributed import DistContext
+
+
+@dataclass(frozen=True)
+class NoOptions(Options):
+    """The options of a method that has none (its ``continual.<name>`` block is empty)."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,7 @@ class ContinualMethod:
     """Base class; subclasses override ``trainable_parameters`` and the hooks they need."""
 
     name = "base"
+    Options: type[Options] = NoOptions  # its continual.<name> block: declared fields, defaults, ranges, help
     # The budget profiler runs a first task's end_task (the steady state; its FLOPs are charged
     # once per task, e.g. EWC's Fisher pass). False for an end_task that does no counted compute
     # and cannot run on fake tensors (merging: host copies and task checkpoints on disk).
@@ -52,7 +59,7 @@ class ContinualMethod:
     # row of `fif flops`), where it differs from ours.
     reference_overrides: tuple[str, ...] = ()
 
-    def __init__(self, model: torch.nn.Module, options: DictConfig, context: MethodContext) -> None:
+    def __init__(self, model: torch.nn.Module, options: Options, context: MethodContext) -> None:
         self.model, self.options, self.context = model, options, context
         self.task: TaskInfo | None = None
         self.step_in_task = 0
@@ -110,7 +117,7 @@ class GradientMethod(ContinualMethod):
     fif.optim.step's.
     """
 
-    def __init__(self, model: torch.nn.Module, options: DictConfig, context: MethodContext) -> None:
+    def __init__(self, model: torch.nn.Module, options: Options, context: MethodContext) -> None:
         super().__init__(model, options, context)
         self.loss_fn = open_clip.ClipLoss()
         self.optimizer: torch.optim.Optimizer | None = None

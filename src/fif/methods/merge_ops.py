@@ -61,13 +61,14 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from fif.config.options import Options, block, option
 from fif.errors import FifError
 
 OPERATORS = ("interpolation", "slerp", "task_arithmetic", "ties", "dare_ties", "breadcrumbs_ties",
@@ -99,106 +100,72 @@ def is_head_key(name: str) -> bool:
 
 
 @dataclass(frozen=True)
-class Lines:
-    alpha: float = 0.5
-    beta: float = 0.5
-    power: float = 1.0
-    non_block: str = "alpha"
+class Lines(Options):
+    """LiNeS: block l's update scaled by alpha + beta * (l / (L - 1))^power."""
+
+    enabled: bool = option(False, "scale updates by depth (LiNeS)")
+    alpha: float = option(0.5, "scale of the first block (and, with non_block alpha, outside the blocks)")
+    beta: float = option(0.5, "added scale at the last block")
+    power: float = option(1.0, "reference lines_params[3]: linear 1.0 | quadratic 2.0 | sqrt 0.5")
+    non_block: str = option("alpha", "outside the blocks: alpha | head_last (projections, logit scale, final LNs: "
+                            "alpha + beta)", choices=NON_BLOCK_RULES)
 
 
 @dataclass(frozen=True)
-class MergeRule:
-    """One operator and its settings (the ``*_merge`` config blocks)."""
+class MergeRule(Options):
+    """One operator and its settings (the ``backbone_merge`` / ``head_merge`` blocks of every merging method)."""
 
-    method: str = "interpolation"
-    weight: float = 0.5  # two-model merges: weight of the newer model
-    weighting: str = "uniform"  # N-model merges
-    exp_base: float = 2.0
-    scaling: float = 1.0  # lambda of the task-vector operators
-    density: float = 0.2
-    sign: str = "total"
-    top_drop: float = 0.01
-    bottom_drop: float = 0.8
-    seed: int = 0
-    slerp_threshold: float = 0.9995
-    aggregate: str = "mean"  # task_arithmetic: mean | sum; ties family: mean | sum | max of the agreeing entries
-    prune_scope: str = "tensor"  # ties family: rank magnitudes per tensor | over the whole part (reference)
-    prune_rule: str = "top_k"  # ties family: exact counts | kth_value (the reference's thresholds)
-    sign_tie: str = "positive"  # ties family, a vote of exactly 0: + | the majority of elected signs in the scope
-    stock_clamp: bool = True  # model_stock: clamp the mean cosine to [0, 1] (false: [-1, 1], the reference)
-    stock_eps: float = 0.0  # model_stock: added to the cosine's and the ratio's denominators (reference: 1e-8)
-    lines: Lines | None = None
+    method: str = option("interpolation", "the merge operator", choices=OPERATORS)
+    weight: float = option(0.5, "two-model merges (ema_paint, ft_paint, unrolled): weight of the newer model theta_t",
+                           minimum=0.0, maximum=1.0)
+    weighting: str = option("uniform", "N-model merges (zs_paint, offline_merge, merge_of_all): the weight of each "
+                            "task model", choices=WEIGHTINGS)
+    exp_base: float = option(2.0, "exponential weighting: w_i proportional to exp_base^(i-1), i = 1 the oldest model",
+                             minimum=0.0, exclusive_min=True)
+    scaling: float = option(1.0, "lambda of task-vector operators: theta_0 + lambda * merged task vector")
+    aggregate: str = option("mean", "task_arithmetic: mean (lambda * weighted mean of the task vectors) | sum (lambda "
+                            "* their sum: reference); ties family: mean | sum | max of the agreeing entries",
+                            choices=AGGREGATES)
+    density: float = option(0.2, "ties: fraction of each task vector kept (largest magnitudes; reference "
+                            "prune_percentile = 1 - density); dare_ties: keep probability", minimum=0.0, maximum=1.0,
+                            exclusive_min=True)
+    prune_scope: str = option("tensor", "ties family: rank magnitudes per parameter tensor | model (over the whole "
+                              "backbone / head part: reference)", choices=PRUNE_SCOPES)
+    prune_rule: str = option("top_k", "ties family: top_k (exactly int(density n) kept) | kth_value (keep >= the "
+                             "int(n (1 - density))-th smallest: reference)", choices=PRUNE_RULES)
+    sign: str = option("total", "ties sign election: total (sign of the sum) | frequency (majority count)",
+                       choices=SIGN_METHODS)
+    sign_tie: str = option("positive", "ties family, entries whose votes sum to exactly 0: positive | majority (the "
+                           "sign most entries of the prune scope elect: reference)", choices=SIGN_TIES)
+    top_drop: float = option(0.01, "breadcrumbs_ties: fraction of largest magnitudes dropped (reference "
+                             "top_prune_percentile)", minimum=0.0, maximum=1.0, exclusive_max=True)
+    bottom_drop: float = option(0.8, "breadcrumbs_ties: fraction of smallest magnitudes dropped (reference "
+                                "prune_percentile)", minimum=0.0, maximum=1.0, exclusive_max=True)
+    seed: int = option(0, "dare_ties / random: draws seeded per parameter and task")
+    slerp_threshold: float = option(0.9995, "slerp: |cos| above this falls back to linear interpolation",
+                                    minimum=0.0, maximum=1.0, exclusive_min=True)
+    stock_clamp: bool = option(True, "model_stock: mean cosine clamped to [0, 1] | false: [-1, 1] (reference)")
+    stock_eps: float = option(0.0, "model_stock: added to the cosine's and the ratio's denominators (reference eps: "
+                              "1.0e-8)", minimum=0.0)
+    lines: Lines = block(Lines, "LiNeS: depth-scaled updates")
 
     @classmethod
     def from_config(cls, node: Mapping[str, Any] | None, where: str) -> MergeRule:
         """Build and validate a rule; ``where`` (e.g. ``continual.ema_paint.backbone_merge``) names errors."""
-        values = dict(node or {})
-        lines_node = values.pop("lines", None)
-        known = {f.name for f in fields(cls)} - {"lines"}
-        for key in values:
-            if key not in known:
-                raise FifError(f"{where}.{key} is not a merge option (expected one of: {', '.join(sorted(known))})")
-        lines = None
-        if lines_node is not None and dict(lines_node).get("enabled", False):
-            opts = {k: v for k, v in dict(lines_node).items() if k != "enabled"}
-            unknown = set(opts) - {f.name for f in fields(Lines)}
-            if unknown:
-                raise FifError(f"{where}.lines.{sorted(unknown)[0]} is not a LiNeS option "
-                               f"(expected enabled, alpha, beta, power, non_block)")
-            lines = Lines(**{k: (str(v) if k == "non_block" else float(v)) for k, v in opts.items()})
-        types = {f.name: str(f.type) for f in fields(cls)}
-        typed = {key: _typed(value, types[key], f"{where}.{key}") for key, value in values.items()}
-        rule = cls(**typed, lines=lines)
-        rule.validate(where)
-        return rule
+        return cls.from_block(node, where)
 
     def vector_scale(self, n: int) -> float:
         """The factor of task_arithmetic's weighted task-vector sum: lambda, times N for aggregate=sum."""
         return self.scaling * n if self.aggregate == "sum" and self.method == "task_arithmetic" else self.scaling
 
     def validate(self, where: str = "merge") -> None:
-        def bad(key: str, expected: str) -> FifError:
-            return FifError(f"{where}.{key}={getattr(self, key)!r} is not valid: expected {expected}")
-
-        if self.method not in OPERATORS:
-            raise bad("method", f"one of {', '.join(OPERATORS)}")
-        if self.weighting not in WEIGHTINGS:
-            raise bad("weighting", f"one of {', '.join(WEIGHTINGS)}")
-        for key, allowed in (("sign", SIGN_METHODS), ("sign_tie", SIGN_TIES), ("aggregate", AGGREGATES),
-                             ("prune_scope", PRUNE_SCOPES), ("prune_rule", PRUNE_RULES)):
-            if getattr(self, key) not in allowed:
-                raise bad(key, f"one of {', '.join(allowed)}")
+        """The rules across options (each option's own range is its declaration's)."""
         if self.method == "task_arithmetic" and self.aggregate == "max":
-            raise bad("aggregate", "mean or sum for task_arithmetic (max is for the ties family)")
-        if not self.stock_eps >= 0:
-            raise bad("stock_eps", "a number >= 0")
-        if not 0.0 <= self.weight <= 1.0:
-            raise bad("weight", "a number in [0, 1]")
-        if not 0.0 < self.density <= 1.0:
-            raise bad("density", "a number in (0, 1]")
-        if not self.exp_base > 0:
-            raise bad("exp_base", "a positive number")
-        top, bottom = self.top_drop, self.bottom_drop
-        if not (0.0 <= top < 1.0 and 0.0 <= bottom < 1.0 and top + bottom < 1.0):
-            raise bad("top_drop", f"top_drop, bottom_drop >= 0 with top_drop + bottom_drop < 1 (bottom_drop={bottom})")
-        if not 0.0 < self.slerp_threshold <= 1.0:
-            raise bad("slerp_threshold", "a number in (0, 1]")
-        if self.lines is not None and self.lines.non_block not in NON_BLOCK_RULES:
-            raise FifError(f"{where}.lines.non_block={self.lines.non_block!r} is not valid: "
-                           f"expected one of {', '.join(NON_BLOCK_RULES)}")
-
-
-def _typed(value: Any, kind: str, where: str) -> Any:
-    """A config value as the field's type (bool accepts true/false, also as text); a bad one names the key."""
-    try:
-        if kind == "bool":
-            text = str(value).strip().lower()
-            if text not in ("true", "false"):
-                raise ValueError(text)
-            return text == "true"
-        return str(value) if kind == "str" else int(value) if kind == "int" else float(value)
-    except (TypeError, ValueError):
-        raise FifError(f"{where}={value!r} is not valid: expected {kind}") from None
+            raise FifError(f"{where}.aggregate='max' is not valid: expected mean or sum for task_arithmetic "
+                           f"(max is for the ties family)")
+        if not self.top_drop + self.bottom_drop < 1.0:
+            raise FifError(f"{where}.top_drop={self.top_drop!r} is not valid: expected top_drop, bottom_drop >= 0 "
+                           f"with top_drop + bottom_drop < 1 (bottom_drop={self.bottom_drop})")
 
 
 # ------------------------------------------------------------------ weights

@@ -176,8 +176,8 @@ def merge_states(models: Sequence[SourceLike], rule: MergeRule, weights: Sequenc
     w = normalise(weights if weights is not None else [1.0] * len(models))
     if len(w) != len(models):
         raise FifError(f"{len(w)} merge weights for {len(models)} models")
-    if base is None and (rule.method in NEEDS_BASE or rule.lines is not None):
-        what = f"{rule.method!r} with LiNeS" if rule.lines else repr(rule.method)
+    if base is None and (rule.method in NEEDS_BASE or rule.lines.enabled):
+        what = f"{rule.method!r} with LiNeS" if rule.lines.enabled else repr(rule.method)
         raise FifError(f"merge operator {what} needs the base model theta_0")
     sources = [as_source(m) for m in models]
     with ExitStack() as stack:
@@ -194,7 +194,7 @@ def merge_states(models: Sequence[SourceLike], rule: MergeRule, weights: Sequenc
                 out = _merge_part(sources, rule, w, base_src, keys, salt)
             else:
                 out = {key: _merge_key(sources, rule, w, base_src, key, salt) for key in keys}
-        if rule.lines is not None:
+        if rule.lines.enabled:
             assert base_src is not None
             depths = tower_depths(all_keys)
             for key, value in out.items():

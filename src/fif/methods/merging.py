@@ -35,25 +35,25 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 from collections.abc import Callable
 
 import torch
-from omegaconf import DictConfig
 
+from fif.config.options import Options, block, option
 from fif.errors import FifError
 from fif.methods.base import GradientMethod, TaskInfo
 from fif.methods.context import MethodContext
 from fif.methods.merge_ops import MergeRule, is_head_key, scheme_weights
 from fif.methods.merge_stream import SourceLike, merge_states, save_state
+from fif.methods.registry import register_method
 
 INIT_MODES = ("latest", "merge_of_all", "unrolled", "zero_shot")
 EVAL_MODES = ("latest", "merge_of_all", "unrolled")
 SPLITS = ("projections", "towers")
 UNROLLED_STARTS = ("zero_shot", "first_task")
 SINGLE_MODEL = ("merge", "keep")
-OPTIONS = ("split", "include_zero_shot", "backbone_merge", "head_merge", "init", "eval", "unrolled_start",
-           "single_model")
 State = dict[str, torch.Tensor]
 
 
@@ -61,13 +61,103 @@ def _cpu_copy(model: torch.nn.Module) -> State:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
-def _choice(options: DictConfig, key: str, default: str, allowed: tuple[str, ...], where: str) -> str:
-    """``options[key]`` (null or absent: ``default``), one of ``allowed``; otherwise a one-line error."""
-    value = options.get(key)
-    value = default if value is None else str(value)
-    if value not in allowed and value != default:
-        raise FifError(f"{where}.{key}={value!r} is not valid: expected one of {', '.join(allowed)}")
-    return value
+# Each option of the merging blocks, declared once; a method's block lists the ones it shows (the
+# rest keep their defaults, and `+continual.NAME.KEY=...` adds them on the command line).
+def _split() -> Any:
+    return option("towers", "towers (reference): backbone = visual, head = text tower + logit_scale | projections: "
+                  "head = visual.proj, text_projection, logit_scale", choices=SPLITS)
+
+
+def _unrolled_start() -> Any:
+    return option("zero_shot", "zero_shot: m_0 = theta_0 (reference ema_paint / zs_paint) | first_task: m_1 = "
+                  "theta_1 (reference double_merge_*)", choices=UNROLLED_STARTS)
+
+
+def _include_zero_shot() -> Any:
+    return option(False, "also merge theta_0, as the oldest model (reference include_zero_shot_in_merge)")
+
+
+def _single_model() -> Any:
+    return option("merge", "merge_of_all of one task model: merge (theta_0 + lambda tau_1, pruned, ...) | keep "
+                  "(theta_1 as it is: reference offline_merge)", choices=SINGLE_MODEL)
+
+
+def _init(default: str | None) -> Any:
+    return option(default, "where task t+1 starts training: latest | merge_of_all | unrolled | zero_shot (null: the "
+                  "method's own cell)", kind="choice", choices=INIT_MODES, nullable=True)
+
+
+def _eval(default: str | None) -> Any:
+    return option(default, "what is evaluated after task t: latest | merge_of_all | unrolled (null: the method's "
+                  "own cell)", kind="choice", choices=EVAL_MODES, nullable=True)
+
+
+def _rule(part: str) -> Any:
+    return block(MergeRule, f"the merge rule of the {part}")
+
+
+@dataclass(frozen=True)
+class MergingOptions(Options):
+    """What every merging block takes; the named methods' blocks show a part of it (their subclasses)."""
+
+    split: str = _split()
+    init: str | None = _init(None)
+    eval: str | None = _eval(None)
+    unrolled_start: str = _unrolled_start()
+    include_zero_shot: bool = _include_zero_shot()
+    single_model: str = _single_model()
+    backbone_merge: MergeRule = _rule("backbone")
+    head_merge: MergeRule = _rule("head")
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """The composed block: only the options this method shows (``shown``)."""
+        full = super().defaults()
+        return {key: full[key] for key in cls.shown}
+
+    shown: ClassVar[tuple[str, ...]] = ()
+
+
+@dataclass(frozen=True)
+class EmaPaintOptions(MergingOptions):
+    """``continual.ema_paint``: train from m_{t-1}; after task t m_t = merge(theta_t, m_{t-1}); evaluate m_t."""
+
+    shown: ClassVar[tuple[str, ...]] = ("split", "unrolled_start", "backbone_merge", "head_merge")
+
+
+@dataclass(frozen=True)
+class FtPaintOptions(MergingOptions):
+    """``continual.ft_paint``: train from m_{t-1}; m_t = merge(theta_t, theta_0); evaluate m_t."""
+
+    shown: ClassVar[tuple[str, ...]] = ("split", "backbone_merge", "head_merge")
+
+
+@dataclass(frozen=True)
+class ZsPaintOptions(MergingOptions):
+    """``continual.zs_paint``: every task trains from theta_0; evaluate the merge of all task models."""
+
+    eval: str | None = _eval("merge_of_all")
+    shown: ClassVar[tuple[str, ...]] = ("split", "eval", "unrolled_start", "include_zero_shot", "single_model",
+                                        "backbone_merge", "head_merge")
+
+
+@dataclass(frozen=True)
+class OfflineMergeOptions(MergingOptions):
+    """``continual.offline_merge``: continual finetuning; evaluate a one-shot merge of all task checkpoints."""
+
+    init: str | None = _init("latest")
+    shown: ClassVar[tuple[str, ...]] = ("split", "init", "include_zero_shot", "single_model", "backbone_merge",
+                                        "head_merge")
+
+
+@dataclass(frozen=True)
+class MergeGridOptions(MergingOptions):
+    """``continual.merge_grid``: the temporal train-init x eval grid (reference double_merge_<init>_<eval>)."""
+
+    init: str | None = _init("unrolled")
+    eval: str | None = _eval("unrolled")
+    shown: ClassVar[tuple[str, ...]] = ("init", "eval", "split", "unrolled_start", "include_zero_shot",
+                                        "single_model", "backbone_merge", "head_merge")
 
 
 class MergingMethod(GradientMethod):
@@ -80,20 +170,14 @@ class MergingMethod(GradientMethod):
     # the profiler's fake tensors cannot hold: the budget profiles training steps only.
     profiles_end_of_task = False
 
-    def __init__(self, model: torch.nn.Module, options: DictConfig, context: MethodContext) -> None:
+    def __init__(self, model: torch.nn.Module, options: MergingOptions, context: MethodContext) -> None:
         super().__init__(model, options, context)
         where = f"continual.{self.name}"
-        for key in options:
-            if key not in OPTIONS:
-                raise FifError(f"{where}.{key} is not an option of {self.name} (expected one of: {', '.join(OPTIONS)})")
-        self.split = _choice(options, "split", "projections", SPLITS, where)
-        self.init_mode = _choice(options, "init", self.init_mode, INIT_MODES, where)
-        self.eval_mode = _choice(options, "eval", self.eval_mode, EVAL_MODES, where)
-        self.unrolled_start = _choice(options, "unrolled_start", "zero_shot", UNROLLED_STARTS, where)
-        self.single_model = _choice(options, "single_model", "merge", SINGLE_MODEL, where)
-        self.include_zero_shot = bool(options.get("include_zero_shot", False))
-        self.rules = {part: MergeRule.from_config(options.get(f"{part}_merge"), f"{where}.{part}_merge")
-                      for part in ("backbone", "head")}
+        self.split, self.unrolled_start, self.single_model = options.split, options.unrolled_start, options.single_model
+        self.init_mode = options.init or self.init_mode
+        self.eval_mode = options.eval or self.eval_mode
+        self.include_zero_shot = options.include_zero_shot
+        self.rules = {"backbone": options.backbone_merge, "head": options.head_merge}
         self._check_modes(where)
         self.theta0: State = _cpu_copy(model)
         self.unrolled: State | None = None  # m_t; None before the first task (m_0 = theta_0 or none)
@@ -224,36 +308,42 @@ class MergingMethod(GradientMethod):
         return str(path)
 
 
+@register_method
 class EmaPaint(MergingMethod):
     """Train from the running merge; m_t = merge(theta_t, m_{t-1}) (default (theta_t + m_{t-1}) / 2)."""
 
     name, init_mode, eval_mode = "ema_paint", "unrolled", "unrolled"
+    Options = EmaPaintOptions
 
 
+@register_method
 class FtPaint(MergingMethod):
     """m_t = merge(theta_t, theta_0); train task t+1 from m_t and evaluate m_t."""
 
     name, init_mode, eval_mode = "ft_paint", "ft", "ft"
+    Options = FtPaintOptions
 
 
+@register_method
 class ZsPaint(MergingMethod):
     """Every task trains from theta_0; evaluate the merge of all task models."""
 
     name, init_mode, eval_mode = "zs_paint", "zero_shot", "merge_of_all"
+    Options = ZsPaintOptions
 
 
+@register_method
 class OfflineMerge(MergingMethod):
     """Plain continual finetuning; evaluate a one-shot weighted merge of all task checkpoints."""
 
     name, init_mode, eval_mode = "offline_merge", "latest", "merge_of_all"
+    Options = OfflineMergeOptions
 
 
+@register_method
 class MergeGrid(MergingMethod):
     """Any train-init x eval cell: ``continual.merge_grid.init`` and ``.eval``."""
 
     name, init_mode, eval_mode = "merge_grid", "unrolled", "unrolled"
+    Options = MergeGridOptions
     cost_table_row = False  # its cells cost what the named merging methods cost
-
-
-MERGING_METHODS: dict[str, type[MergingMethod]] = {
-    cls.name: cls for cls in (EmaPaint, FtPaint, ZsPaint, OfflineMerge, MergeGrid)}

@@ -22,39 +22,29 @@ Unlike the reference, the anchor θ* moves to the end-of-task weights after ever
 
 from __future__ import annotations
 
-import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 
+from fif.config.options import Options, option
 from fif.data.samples.batches import Batch
 from fif.errors import FifError
 from fif.runtime.device import autocast_for
 from fif.methods.base import TaskInfo
 from fif.methods.context import MethodContext
 from fif.methods.finetune import Finetune
+from fif.methods.registry import register_method
 from fif.optim.step import contrastive_loss
 
 Tensors = dict[str, torch.Tensor]
 
 
-def _number(options: DictConfig, method: str, key: str, default: float, minimum: float,
-            strict: bool = False) -> float:
-    value = options.get(key, default)
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = number and math.isfinite(value) and (value > minimum if strict else value >= minimum)
-    if not ok:
-        raise FifError(f"continual.{method}.{key}={value!r} is not valid: expected a number "
-                       f"{'>' if strict else '>='} {minimum:g}")
-    return float(value)
-
-
 class _Anchored(Finetune):
     """Finetuning plus a weighted quadratic pull towards an anchor θ* (per named, trainable tensor)."""
 
-    def __init__(self, model: torch.nn.Module, options: DictConfig, context: MethodContext) -> None:
+    def __init__(self, model: torch.nn.Module, options: Options, context: MethodContext) -> None:
         super().__init__(model, options, context)
         self.anchor: Tensors = {}  # θ*: the trainable weights at setup(), then at the end of every task
         self.importance: Tensors = {}  # empty until the first task has ended: no penalty yet
@@ -95,19 +85,30 @@ class _Anchored(Finetune):
         self.importance = {n: t.to(self.device) for n, t in state["importance"].items()}
 
 
+@dataclass(frozen=True)
+class EWCOptions(Options):
+    """``continual.ewc``: online EWC, penalty e_lambda/2 * sum F (theta - theta*)^2, F <- gamma F + F_task."""
+
+    e_lambda: float = option(1.0e4, "penalty strength (reference name); the Fisher is a batch-gradient Fisher, "
+                             "so lambda is large", minimum=0.0)
+    gamma: float = option(1.0, "decay of earlier tasks' Fisher", minimum=0.0)
+    max_fim_samples: int = option(50000, "task samples for each task's Fisher (capped at the task's size)", minimum=2)
+    fim_batch_size: int | None = option(None, "batch of one Fisher gradient", kind="whole", minimum=2,
+                                        null_means="experiment.task.batch_size, the reference's")
+
+
+@register_method
 class EWC(_Anchored):
     """Online EWC: penalty λ/2·ΣF(θ−θ*)², F the decayed sum of per-task diagonal Fishers."""
 
     name = "ewc"
+    Options = EWCOptions
 
-    def __init__(self, model: torch.nn.Module, options: DictConfig, context: MethodContext) -> None:
+    def __init__(self, model: torch.nn.Module, options: EWCOptions, context: MethodContext) -> None:
         super().__init__(model, options, context)
-        self.e_lambda = _number(options, self.name, "e_lambda", 1e4, 0.0)
-        self.gamma = _number(options, self.name, "gamma", 1.0, 0.0)
-        self.max_fim_samples = int(_number(options, self.name, "max_fim_samples", 50000, 2))
-        fim_batch = options.get("fim_batch_size")
-        self.fim_batch_size = (context.batch_size if fim_batch is None
-                               else int(_number(options, self.name, "fim_batch_size", 0, 2)))
+        self.e_lambda, self.gamma, self.max_fim_samples = options.e_lambda, options.gamma, options.max_fim_samples
+        fim_batch = options.fim_batch_size
+        self.fim_batch_size = context.batch_size if fim_batch is None else fim_batch
         if self.fim_batch_size < 2:  # a one-sample CLIP loss is constant: its gradient is zero
             raise FifError(f"continual.ewc.fim_batch_size=null uses experiment.task.batch_size="
                            f"{self.fim_batch_size}; the Fisher needs batches of at least 2")
@@ -164,15 +165,24 @@ class EWC(_Anchored):
         self.fisher_seconds = list(state.get("fisher_seconds", []))
 
 
+@dataclass(frozen=True)
+class SIOptions(Options):
+    """``continual.si``: synaptic intelligence, penalty c * sum Omega (theta - theta*)^2."""
+
+    c: float = option(10.0, "penalty strength (reference name)", minimum=0.0)
+    xi: float = option(1.0e-3, "damping of Omega += omega / (delta_theta^2 + xi)", minimum=0.0, exclusive_min=True)
+
+
+@register_method
 class SI(_Anchored):
     """Synaptic intelligence: per-parameter importance from the path integral of the task loss."""
 
     name = "si"
+    Options = SIOptions
 
-    def __init__(self, model: torch.nn.Module, options: DictConfig, context: MethodContext) -> None:
+    def __init__(self, model: torch.nn.Module, options: SIOptions, context: MethodContext) -> None:
         super().__init__(model, options, context)
-        self.c = _number(options, self.name, "c", 10.0, 0.0)
-        self.xi = _number(options, self.name, "xi", 1e-3, 0.0, strict=True)
+        self.c, self.xi = options.c, options.xi
         self.small_omega: Tensors = {}  # ω of the current task, per tracked tensor (zeros from setup())
         self._step_grad: Tensors = {}
         self._step_start: Tensors = {}

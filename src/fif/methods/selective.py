@@ -14,6 +14,7 @@ import torch
 
 from fif.errors import FifError
 from fif.methods.base import GradientMethod
+from fif.methods.registry import register_method
 
 
 def bias_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -34,6 +35,7 @@ def _nonempty(chosen: list[torch.nn.Parameter], method: str, what: str) -> list[
     return chosen
 
 
+@register_method
 class BitFit(GradientMethod):
     name = "bitfit"
 
@@ -41,6 +43,7 @@ class BitFit(GradientMethod):
         return _nonempty(bias_parameters(self.model), self.name, "bias terms")
 
 
+@register_method
 class LNFit(GradientMethod):
     name = "lnfit"
 
