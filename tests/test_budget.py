@@ -376,7 +376,7 @@ def test_steps_from_samples_without_a_budget(overrides, steps):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["experiment.task.batch_size=0"], "experiment.task.batch_size=0 must be at least 1"),
+    (["experiment.task.batch_size=0"], "experiment.task.batch_size=0 is not valid: expected a whole number >= 1"),
     (["experiment.task.n_samples=127"], "experiment.task.n_samples=127 is smaller than one batch "
                                         "(experiment.task.batch_size=128)"),
     (["experiment.task.budget.unit=maf"], "experiment.task.budget.amount=None is not valid"),

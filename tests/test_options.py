@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from fif.config import compose
+from fif.config import compose, conf_dir
+from fif.config.blocks import RunOptions, check_run_options
 from fif.config.options import DECLARED, Options, Spec, option
 from fif.config.options_doc import markdown
 from fif.errors import FifError
@@ -58,7 +59,9 @@ def test_a_block_takes_its_defaults_and_checks_each_value():
 
 
 def test_every_method_declares_its_block_and_composition_holds_the_defaults():
-    cfg = OmegaConf.to_container(compose([]), resolve=True)
+    cfg = OmegaConf.to_container(compose(["experiment=mini"]), resolve=True)
+    assert cfg["evaluation"] == RunOptions.defaults()["evaluation"]  # the mini preset leaves evaluation alone
+    assert check_run_options(cfg).experiment.task.batch_size == 128  # mini.yaml over the declared 512
     assert set(METHODS) <= {key.split(".", 1)[1] for key in DECLARED}
     for name, cls in METHODS.items():
         assert DECLARED[f"continual.{name}"] is cls.Options
@@ -102,6 +105,38 @@ def _out_of_range(spec: Spec) -> st.SearchStrategy:
 def _composed_block(method: str) -> dict:
     """The method's block as a run composes it (once per method)."""
     return OmegaConf.to_container(compose([f"continual.method={method}"]).continual[method], resolve=True)
+
+
+@functools.cache
+def _composed() -> dict:
+    return OmegaConf.to_container(compose([]), resolve=True)
+
+
+def _run_wide_options() -> list[tuple[str, Spec]]:
+    return [(key, spec) for key, _, spec in RunOptions.rows("") if spec.kind in ("number", "whole", "choice", "flag")]
+
+
+@pytest.mark.parametrize("key, spec", _run_wide_options(), ids=lambda v: v if isinstance(v, str) else "")
+@settings(max_examples=10, deadline=None, database=None)
+@given(data=st.data())
+def test_a_run_wide_option_refuses_what_its_declaration_refuses_in_one_line(key, spec, data):
+    """Through the run's own check (fif.train.components.check_config's first step), before any data is read."""
+    value = data.draw(_out_of_range(spec), label=key)
+    cfg = copy.deepcopy(_composed())
+    *parents, last = key.split(".")
+    node = cfg
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    with pytest.raises(FifError) as error:
+        check_run_options(cfg)
+    message = str(error.value)
+    assert "\n" not in message and re.match(rf"{re.escape(key)}=", message), message
+
+
+def test_every_preset_passes_the_declarations():
+    for preset in sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml")):
+        check_run_options(compose([f"experiment={preset}"]))
 
 
 @pytest.mark.parametrize("method, key, spec", _numeric_options(), ids=lambda v: v if isinstance(v, str) else "")

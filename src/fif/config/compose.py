@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from fif.config.blocks import RunOptions
 from fif.config.options import DECLARED
 from fif.config.plugins import load_plugins
 from fif.errors import FifError
@@ -23,9 +24,10 @@ def conf_dir() -> Path:
 
 
 def declared_defaults() -> dict[str, Any]:
-    """The blocks declared in code (fif.config.options.DECLARED: each method's ``continual.<name>``), nested."""
+    """Every declared default: the run-wide blocks (fif.config.blocks.RunOptions) and the blocks plugins
+    declare (fif.config.options.DECLARED: each method's ``continual.<name>``), nested."""
     load_plugins()
-    tree: dict[str, Any] = {}
+    tree: dict[str, Any] = RunOptions.defaults()
     for key, options in DECLARED.items():
         *parents, last = key.split(".")
         node = tree

@@ -40,9 +40,12 @@ class Spec:
     choices: tuple[Any, ...] = ()
     nullable: bool = False
     null_means: str = ""  # what null does, said in the error: "null (all shards) or ..."
+    says: str = ""  # what a valid value is, when the error should say more than the range (replaces it)
 
     def expected(self) -> str:
         """What a valid value is, as the one-line error says it."""
+        if self.says:
+            return self.says
         if self.kind == "flag":
             text = "true or false"
         elif self.kind == "choice":
@@ -71,7 +74,7 @@ class Spec:
 
 def option(default: Any, help: str, *, kind: str | None = None, minimum: float | None = None,
            maximum: float | None = None, exclusive_min: bool = False, exclusive_max: bool = False,
-           choices: tuple[Any, ...] = (), nullable: bool | None = None, null_means: str = "") -> Any:
+           choices: tuple[Any, ...] = (), nullable: bool | None = None, null_means: str = "", says: str = "") -> Any:
     """A dataclass field with its check and help. ``kind`` defaults from ``default``'s type (a choice
     when ``choices`` is given); ``nullable`` defaults to ``default is None``."""
     if kind is None:
@@ -79,7 +82,7 @@ def option(default: Any, help: str, *, kind: str | None = None, minimum: float |
                 else "number" if isinstance(default, float) else "text" if isinstance(default, str) else "any")
     assert kind in KINDS, kind
     spec = Spec(help, kind, minimum, maximum, exclusive_min, exclusive_max, tuple(choices),
-                default is None if nullable is None else nullable, null_means)
+                default is None if nullable is None else nullable, null_means, says)
     if isinstance(default, (list, dict, Options)):
         return field(default_factory=lambda: _copy(default), metadata={"spec": spec})
     return field(default=default, metadata={"spec": spec})
@@ -134,6 +137,8 @@ class Options:
 
     # Keys the block accepts (and ignores) besides its fields: e.g. a key renamed in a later version.
     tolerated: ClassVar[tuple[str, ...]] = ()
+    # True: any other key passes unchecked (a block that holds other declarations' blocks: continual).
+    open: ClassVar[bool] = False
 
     @classmethod
     def from_block(cls: type[_Block], node: Mapping[str, Any] | None, key: str, owner: str | None = None) -> _Block:
@@ -142,16 +147,16 @@ class Options:
         values = _plain(node)
         known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
         for name in values:
-            if name not in known and name not in cls.tolerated:
-                raise FifError(f"{key}.{name} is not an option of {owner or key} "
+            if name not in known and name not in cls.tolerated and not cls.open:
+                raise FifError(f"{_join(key, name)} is not an option of {owner or key or 'the config'} "
                                f"(expected one of: {', '.join(known)})")
         typed = {}
         for name, f in known.items():
             spec = spec_of(f)
             if spec.kind == "block":
-                typed[name] = f.default_factory.from_block(values.get(name), f"{key}.{name}")  # type: ignore[union-attr]
+                typed[name] = f.default_factory.from_block(values.get(name), _join(key, name))  # type: ignore[union-attr]
             elif name in values:
-                typed[name] = check(spec, values[name], f"{key}.{name}")
+                typed[name] = check(spec, values[name], _join(key, name))
         made = cls(**typed)
         made.validate(key)
         return made
@@ -165,15 +170,20 @@ class Options:
         return _as_dict(cls())
 
     @classmethod
-    def rows(cls, key: str) -> Iterator[tuple[str, Any, Spec]]:
-        """(dotted key, default, spec) of every option, nested blocks flattened."""
+    def rows(cls, key: str, nested: bool = True) -> Iterator[tuple[str, Any, Spec]]:
+        """(dotted key, default, spec) of every option, nested blocks flattened (``nested=False``: left out)."""
         made = cls()
         for f in fields(cls):  # type: ignore[arg-type]
             spec = spec_of(f)
             if spec.kind == "block":
-                yield from type(getattr(made, f.name)).rows(f"{key}.{f.name}")
+                if nested:
+                    yield from type(getattr(made, f.name)).rows(_join(key, f.name))
             else:
-                yield f"{key}.{f.name}", getattr(made, f.name), spec
+                yield _join(key, f.name), getattr(made, f.name), spec
+
+
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
 
 
 def _as_dict(made: Options) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from omegaconf import DictConfig
 
+from fif.config.blocks import (BudgetOptions, ComputeOptions, OptimizerOptions, SchedulerOptions,
+                               TaskOptions)
 from fif.errors import FifError
 
 if TYPE_CHECKING:
@@ -86,11 +88,9 @@ class OptimizerSettings:
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> OptimizerSettings:
-        block = cfg.experiment.optimizer
-        clip = block.get("clip_grad_norm")
-        return cls(float(block.lr), float(block.weight_decay), float(clip) if clip else None,
-                   skip_nonfinite_steps=whole(block.get("skip_nonfinite_steps", 0),  # absent in older configs
-                                              "experiment.optimizer.skip_nonfinite_steps"))
+        block = OptimizerOptions.from_block(cfg.experiment.optimizer, "experiment.optimizer")
+        return cls(block.lr, block.weight_decay, block.clip_grad_norm or None,
+                   skip_nonfinite_steps=block.skip_nonfinite_steps)
 
 
 @dataclass(frozen=True)
@@ -110,17 +110,9 @@ class ComputeSettings:
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> ComputeSettings:
-        block = cfg.experiment.get("compute") or {}
-        fused = block.get("fused_adamw", "auto")
-        if not (isinstance(fused, bool) or fused == "auto"):
-            raise FifError(f"{COMPUTE_KEY}.fused_adamw={fused!r} is not valid: expected auto, true or false")
-        flags = {}
-        for name in ("tf32", "compile", "grad_checkpointing"):
-            value = block.get(name, getattr(cls, name))
-            if not isinstance(value, bool):
-                raise FifError(f"{COMPUTE_KEY}.{name}={value!r} is not valid: expected true or false")
-            flags[name] = value
-        return cls(fused_adamw=None if fused == "auto" else fused, **flags)
+        block = ComputeOptions.from_block(cfg.experiment.get("compute"), COMPUTE_KEY)
+        return cls(fused_adamw=None if block.fused_adamw == "auto" else block.fused_adamw, tf32=block.tf32,
+                   compile=block.compile, grad_checkpointing=block.grad_checkpointing)
 
     def fused_for(self, device: torch.device) -> bool:
         """Whether AdamW runs torch's fused kernel on ``device`` (auto: on CUDA only)."""
@@ -137,14 +129,8 @@ class TaskSettings:
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> TaskSettings:
-        block, key = cfg.experiment.task, "experiment.task"
-        batch_size = int(block.batch_size)
-        if batch_size < 1:
-            raise FifError(f"experiment.task.batch_size={batch_size} must be at least 1")
-        n_samples = whole(block.n_samples, f"{key}.n_samples", 1)
-        # dataset_incremental makes one task per dataset and ignores num
-        num = block.num if block.get("dataset_incremental") else whole(block.num, f"{key}.num", 1)
-        return cls(int(num), batch_size, n_samples)
+        block = TaskOptions.from_block(cfg.experiment.task, "experiment.task")
+        return cls(block.num, block.batch_size, block.n_samples)
 
     @property
     def steps_from_samples(self) -> int:
@@ -172,20 +158,12 @@ class BudgetSettings:
     @classmethod
     def from_config(cls, cfg: DictConfig) -> BudgetSettings:
         """The validated block (absent: no budget)."""
-        block, key = cfg.experiment.task.get("budget") or {}, BUDGET_KEY
-        unit, amount = block.get("unit"), block.get("amount")
-        if unit is not None:
-            _choice(unit, f"{key}.unit", UNITS, f"null (n_samples sets the steps) or one of {', '.join(UNITS)}")
-            if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0 < amount < math.inf:
-                raise FifError(f"{key}.amount={amount!r} is not valid: {key}.unit={unit} needs a finite number > 0 "
-                               f"(e.g. 1420 full-finetuning steps per task)")
-        charge = block.get("charge_end_of_task", True)
-        if not isinstance(charge, bool):
-            raise FifError(f"{key}.charge_end_of_task={charge!r} is not valid: expected true or false")
-        precision, memory = str(block.get("precision", "auto")), str(block.get("memory", "auto"))
-        _choice(precision, f"{key}.precision", ("auto", *PRECISIONS), f"auto, {', '.join(PRECISIONS)}")
-        _choice(memory, f"{key}.memory", ("auto", *MEMORY_SOURCES), f"auto, {', '.join(MEMORY_SOURCES)}")
-        return cls(unit, float(amount) if unit is not None else None, charge, precision, memory)
+        block, key = BudgetOptions.from_block(cfg.experiment.task.get("budget"), BUDGET_KEY), BUDGET_KEY
+        if block.unit is not None and block.amount is None:
+            raise FifError(f"{key}.amount=None is not valid: {key}.unit={block.unit} needs a finite number > 0 "
+                           f"(e.g. 1420 full-finetuning steps per task)")
+        return cls(block.unit, block.amount if block.unit is not None else None, block.charge_end_of_task,
+                   block.precision, block.memory)
 
 
 @dataclass(frozen=True)
@@ -227,17 +205,16 @@ class SchedulerSettings:
 
     @classmethod
     def from_config(cls: type[_Scheduler], cfg: DictConfig) -> _Scheduler:
-        """From a run config; keys missing from older configs take their defaults (a subclass gets
+        """From a run config; keys missing from older configs take their declared defaults (a subclass gets
         itself: Schedule.from_config is a Schedule)."""
-        block = cfg.experiment.scheduler
-        ratio = block.get("cosine_lr_mul")  # configs of older versions; the key is now an alias (fif.config.reference_keys)
+        node = cfg.experiment.scheduler
+        block = SchedulerOptions.from_block(node, SCHEDULER_KEY)
+        ratio = node.get("cosine_lr_mul")  # configs of older versions; the key is now an alias (fif.config.reference_keys)
         if ratio is not None:
             number(ratio, f"{SCHEDULER_KEY}.cosine_lr_mul", 0)
-        wsd = block.get("wsd") or {}
-        return cls(name=block.get("name", cls.name), lr=float(cfg.experiment.optimizer.lr),
-                   warmup=block.get("warmup", cls.warmup), cooldown=block.get("cooldown", cls.cooldown),
-                   cooldown_shape=block.get("cooldown_shape", cls.cooldown_shape),
-                   min_lr_ratio=ratio if ratio is not None else block.get("min_lr_ratio", cls.min_lr_ratio),
-                   meta=block.get("meta", cls.meta), recovery_mode=block.get("recovery_mode", cls.recovery_mode),
-                   wsd_decay=wsd.get("decay", cls.wsd_decay),
-                   wsd_task_cooldown=bool(wsd.get("task_cooldown", cls.wsd_task_cooldown)))
+        optimizer = OptimizerOptions.from_block(cfg.experiment.optimizer, "experiment.optimizer")
+        return cls(name=block.name, lr=optimizer.lr, warmup=block.warmup, cooldown=block.cooldown,
+                   cooldown_shape=block.cooldown_shape,
+                   min_lr_ratio=float(ratio) if ratio is not None else block.min_lr_ratio, meta=block.meta,
+                   recovery_mode=block.recovery_mode, wsd_decay=block.wsd.decay,
+                   wsd_task_cooldown=block.wsd.task_cooldown)

@@ -27,18 +27,17 @@ from fif.data.samples.catalogue import TrainingCatalogue
 from fif.data.samples.loader import LoaderSettings, resolve_workers
 from fif.data.samples.mixture import batch_split
 from fif.data.samples.pool import PoolStream
-from fif.errors import FifError
 from fif.eval.protocol import EvalProtocol
 from fif.eval.scope import StreamScope, stream_scope, task_groups
 from fif.eval.suite import EvalSuite
 from fif.methods import ContinualMethod, apply_compute, build_method, method_class
 from fif.models.backbone import Backbone, build_backbone, check_backbone
 from fif.runtime.distributed import SINGLE, DistContext, check_batch_divisible
-from fif.config.settings import ComputeSettings, OptimizerSettings, TaskSettings, number, whole
+from fif.config.blocks import DatasetOptions, check_run_options
+from fif.config.settings import ComputeSettings, OptimizerSettings, TaskSettings
 from fif.train.checkpoint import Checkpointer
 
 Echo = Callable[..., object]
-MAX_SEED = 2**32 - 1  # np.random.seed's range (fif.runtime.device.seed_everything seeds NumPy with it)
 
 
 @dataclass(frozen=True)
@@ -60,26 +59,18 @@ class DataSettings:
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> DataSettings:
-        ds, key = cfg.experiment.dataset, "experiment.dataset"
-        mixture = {k: number(v, f"{key}.data_mixture.{k}", 0, expected="a finite share")
-                   for k, v in ds.data_mixture.items()}
-        whole(ds.num_workers, f"{key}.num_workers", 0)
-        whole(ds.pool_shuffle_buffer, f"{key}.pool_shuffle_buffer", 1)
-        if ds.pool_shards is not None:  # 0 or a negative count would silently mean all / all but some
-            whole(ds.pool_shards, f"{key}.pool_shards", 1, "null (all shards) or a whole number")
-        settings = cls(int(cfg.experiment.seed), TaskSettings.from_config(cfg).batch_size, mixture,
-                       bool(ds.skip_corrupt), ds.train_workers, ds.prefetch)
+        ds = DatasetOptions.from_block(cfg.experiment.dataset, "experiment.dataset")
+        mixture = {"pretraining": ds.data_mixture.pretraining, "update": ds.data_mixture.update,
+                   "buffer": ds.data_mixture.buffer}
+        settings = cls(check_run_options(cfg).experiment.seed, TaskSettings.from_config(cfg).batch_size, mixture,
+                       ds.skip_corrupt, ds.train_workers, ds.prefetch)
         settings.loader_settings(torch.device("cpu"))  # a bad train_workers / prefetch fails before any data is read
         return settings
 
 
 def _check_run_numbers(cfg: DictConfig) -> None:
-    """Keys read outside the settings sections, checked before anything is read or written."""
-    whole(cfg.experiment.seed, "experiment.seed", 0)
-    if cfg.experiment.seed > MAX_SEED:
-        raise FifError(f"experiment.seed={cfg.experiment.seed} is not valid: expected a whole number in "
-                       f"[0, {MAX_SEED}] (NumPy's seed range)")
-    whole(cfg.evaluation.batch_size, "evaluation.batch_size", 1)
+    """Every declared key's type and range (fif.config.blocks), then what needs more than a range."""
+    check_run_options(cfg)
     Checkpointer(Path("."), cfg.log.keep_checkpoints, cfg.log.checkpoint_every_steps, writer=False)  # checks only
     bb = cfg.experiment.backbone
     check_backbone(str(bb.name), bb.checkpoint, bool(bb.pretrained))  # a missing checkpoint, before any data
