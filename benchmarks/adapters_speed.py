@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from fif.config.settings import RunSettings
 from fif.budget.flops import train_step_gflops_per_sample
 from fif.config import compose
 from fif.data.samples.batches import Batch
@@ -54,7 +55,7 @@ def main() -> None:
         cfg = compose([f"continual.method={name}", f"experiment.backbone.name={args.backbone}",
                        f"experiment.task.batch_size={args.batch}", *args.overrides])
         model = copy.deepcopy(backbone.model).to(device)
-        method = build_method(cfg, model, device)
+        method = build_method(RunSettings.from_config(cfg), model, device)
         method.begin_task(TaskInfo(0, 1, args.warmup + args.steps * args.repeats))
         for _ in range(args.warmup):
             method.observe(batch)

@@ -18,12 +18,13 @@ import traceback
 
 import torch
 
+from fif.config.settings import RunSettings
 from fif.budget.archs import input_batch, meta_model
 from fif.budget.flops import flop_counter, mha_fastpath_off
 from fif.budget.maf import fullft_budget, maf, steps_for_budget
 from fif.budget.memory import GB
 from fif.budget.profile import profile_method
-from fif.budget.table import ROWS, row_config
+from fif.budget.table import ROWS
 from fif.config import compose
 
 CHECKED = ["finetune", "locked-image", "locked-text", "lnfit", "lora", "lora-ref", "dora-ref", "vera-ref", "ewc",
@@ -67,7 +68,7 @@ def main() -> None:
     for label in args.rows.split(","):
         start = time.perf_counter()
         try:
-            row_cfg = row_config(cfg, ROWS[label])
+            row_cfg = RunSettings.from_config(cfg).with_overrides(ROWS[label])
             counted = profile_method(row_cfg, model, label, args.batch_size, "bf16")
             measured = profile_method(row_cfg, model, label, args.batch_size, "bf16", memory="allocator",
                                       device=device)

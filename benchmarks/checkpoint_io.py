@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from fif.config.settings import RunSettings
 from fif.config import compose, to_container
 from fif.data.samples.batches import Batch
 from fif.data.samples.buffer import ReplayBuffer
@@ -66,7 +67,7 @@ def main() -> None:
     backbone = build_backbone(bb.name, bb.checkpoint, bb.cache_dir, bool(bb.pretrained))
     model = backbone.model.to(device)
     with tempfile.TemporaryDirectory(dir=args.folder) as tmp:
-        method = build_method(cfg, model, device, work_dir=Path(tmp) / "method")
+        method = build_method(RunSettings.from_config(cfg), model, device, work_dir=Path(tmp) / "method")
         task = TaskInfo(0, 2, 10)
         method.begin_task(task)
         method.observe(synthetic_batch(backbone, args.batch))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from fif.config.settings import RunSettings
 from fif.budget.archs import meta_model
 from fif.budget.memory import GB
 from fif.budget.profile import profile_method
@@ -41,7 +42,7 @@ BIG = ["ViT-L-14", "ViT-H-14", "ViT-g-14", "convnext_base", "convnext_large_d"]
 def markdown_table(arch: str, precision: str, batch: int, steps: float) -> str:
     start = time.perf_counter()
     model = meta_model(arch)
-    table = method_table(compose(RANK_4), model, dict(ROWS), steps, precision, batch_size=batch)
+    table = method_table(RunSettings.from_config(compose(RANK_4)), model, dict(ROWS), steps, precision, batch_size=batch)
     seconds = time.perf_counter() - start
     lines = [f"**{arch}** ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters), batch {batch}, "
              f"{precision} activations, peak memory counted; steps at {steps:g} full-finetuning steps per task "
@@ -69,9 +70,9 @@ def big_models(precision: str, batch: int) -> str:
     for arch in BIG:
         start = time.perf_counter()
         model = meta_model(arch)
-        full = profile_method(compose(["continual.method=finetune"]), model, batch_size=batch, precision=precision)
+        full = profile_method(RunSettings.from_config(compose(["continual.method=finetune"])), model, batch_size=batch, precision=precision)
         towers = "text" if arch.startswith("convnext") else "both"  # adapters need transformer blocks
-        lora = profile_method(compose(["continual.method=lora", f"continual.lora.towers={towers}", *RANK_4]), model,
+        lora = profile_method(RunSettings.from_config(compose(["continual.method=lora", f"continual.lora.towers={towers}", *RANK_4])), model,
                               batch_size=batch, precision=precision)
         seconds = time.perf_counter() - start
         lines.append(f"| {arch} | {sum(p.numel() for p in model.parameters()) / 1e6:.1f} | "

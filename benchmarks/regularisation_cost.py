@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import torch
 
+from fif.config.settings import RunSettings
 from fif.config import compose
 from fif.data.samples.batches import Batch
 from fif.methods import TaskInfo, build_method
@@ -36,7 +37,7 @@ def _method(name: str, backbone_name: str, device: str, batch: int):
     cfg = compose([f"continual.method={name}", f"device={device}", f"experiment.task.batch_size={batch}"])
     backbone = build_backbone(backbone_name, pretrained=backbone_name == "mini_clip")  # others: random weights
     model = backbone.model.to(device)
-    return build_method(cfg, model, torch.device(device)), backbone
+    return build_method(RunSettings.from_config(cfg), model, torch.device(device)), backbone
 
 
 def _sync(device: str) -> None:

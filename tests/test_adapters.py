@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from fif.config.settings import RunSettings
 from fif.config import compose
 from fif.data.samples.batches import Batch
 from fif.errors import FifError
@@ -26,7 +27,7 @@ def _method(mini, kind: str, *overrides: str, lr: float = 1e-2):
     backbone, _ = mini
     cfg = compose([f"continual.method={kind}", "device=cpu", f"experiment.optimizer.lr={lr}",
                    "experiment.scheduler.name=constant", *overrides])
-    return build_method(cfg, copy.deepcopy(backbone.model), CPU)
+    return build_method(RunSettings.from_config(cfg), copy.deepcopy(backbone.model), CPU)
 
 
 def _train(method, batch: Batch, steps: int = 4, task_steps: int | None = None) -> None:

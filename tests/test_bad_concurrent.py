@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from bad_input_helpers import SHORT_RUN, files_under, one_line_error
+from fif.config.settings import RunSettings
 from fif.config import compose
 from fif.errors import FifError
 from fif.train.run import Run
@@ -71,7 +72,7 @@ def test_a_second_run_is_refused_before_it_writes_anything(holder, capsys, mini_
     one_line_error(capsys, ["run", *SHORT_RUN, f"log.folder={run_dir.parent}", "log.name=x", "log.resume=true"],
                    _in_use(run_dir, process.pid))  # a resume locks before it reads any checkpoint
     with pytest.raises(FifError, match=_in_use(run_dir, process.pid)[len("^error: "):]):
-        create_run_dir(run_dir, compose(list(SHORT_RUN)), new=True)  # the lock taken after a (long) build
+        create_run_dir(run_dir, RunSettings.from_config(compose(list(SHORT_RUN))), new=True)  # the lock taken after a (long) build
     assert files_under(run_dir.parent) == ["x/.lock"] and (run_dir / LOCK_NAME).read_text() == before
 
 

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from bad_input_helpers import SHORT_RUN, nothing_left, one_line_error
+from fif.config.settings import RunSettings
 from fif.config import compose
 from fif.errors import FifError
 from fif.methods import build_method
@@ -126,7 +127,7 @@ def method_bases() -> dict[str, object]:
 def test_an_out_of_range_method_option_is_one_line_naming_the_key(mini_model, method_bases, key, data):
     value = data.draw(METHOD_TABLE[key], label=key)
     with pytest.raises(FifError) as error:
-        build_method(_with(method_bases[key.split(".")[1]], key, value), copy.deepcopy(mini_model),
+        build_method(RunSettings.from_config(_with(method_bases[key.split(".")[1]], key, value)), copy.deepcopy(mini_model),
                      torch.device("cpu"))
     message = str(error.value)
     assert "\n" not in message
@@ -158,11 +159,11 @@ def test_a_rank_above_the_smallest_adapted_width_is_refused(kind):
     """mini_clip is 128 wide: rank 128 is the most a LoRA/DoRA of it can use."""
     backbone = build_backbone("mini_clip")
     with pytest.raises(FifError) as error:
-        build_method(compose([f"continual.method={kind}", f"continual.{kind}.rank=129"]), backbone.model,
+        build_method(RunSettings.from_config(compose([f"continual.method={kind}", f"continual.{kind}.rank=129"])), backbone.model,
                      torch.device("cpu"))
     assert str(error.value) == (f"continual.{kind}.rank=129 is not valid: expected at most 128, the smallest width of "
                                 f"an adapted layer (128 x 128); a higher rank adds compute but no rank")
-    method = build_method(compose([f"continual.method={kind}", f"continual.{kind}.rank=128"]),
+    method = build_method(RunSettings.from_config(compose([f"continual.method={kind}", f"continual.{kind}.rank=128"])),
                           build_backbone("mini_clip").model, torch.device("cpu"))
     assert all(p.shape[0] == 128 or p.shape[1] == 128 for p in method.trainable_parameters() if p.ndim == 2)
 
@@ -170,7 +171,7 @@ def test_a_rank_above_the_smallest_adapted_width_is_refused(kind):
 def test_vera_may_use_a_rank_above_the_width():
     """VeRA's rank sizes the shared random projections; only d (rank) and b (out) train, so more rank
     than width still adds trainable scalings (the VeRA paper uses ranks up to the width and beyond)."""
-    method = build_method(compose(["continual.method=vera", "continual.vera.rank=256"]),
+    method = build_method(RunSettings.from_config(compose(["continual.method=vera", "continual.vera.rank=256"])),
                           build_backbone("mini_clip").model, torch.device("cpu"))
     assert tuple(method.model.vera_projections.A.shape) == (256, 512)  # rank x the widest input (mlp.c_proj)
     assert {tuple(p.shape) for p in method.trainable_parameters()} >= {(256,), (128,)}  # d, b

@@ -14,10 +14,11 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
+from fif.config.settings import RunSettings
 from fif.budget.archs import fake_clone, meta_model
 from fif.budget.maf import steps_for_budget
 from fif.budget.memory import MemoryBreakdown, SavedTensorMeter
-from fif.budget.plan import budget_settings, plan_from_profiles, plan_task_budget, steps_without_budget
+from fif.budget.plan import plan_from_profiles, plan_task_budget, steps_without_budget
 from fif.budget.profile import MethodProfile, profile_method
 from fif.budget.table import method_table, parse_rows
 from fif.cli import main
@@ -86,7 +87,7 @@ def test_a_storage_saved_twice_is_counted_once():
     ("lnfit", lambda m: [p for mod in m.modules() if isinstance(mod, nn.LayerNorm) for p in mod.parameters(False)]),
 ])
 def test_static_memory_is_weights_gradients_and_two_adam_tensors(mini, base_cfg, method, trainable):
-    profile = profile_method(_cfg(base_cfg, f"continual.method={method}"), mini, batch_size=BATCH)
+    profile = profile_method(RunSettings.from_config(_cfg(base_cfg, f"continual.method={method}")), mini, batch_size=BATCH)
     n_trainable = sum(p.numel() for p in trainable(mini))
     assert profile.trainable_parameters == n_trainable
     weights = sum(t.numel() * t.element_size() for t in [*mini.parameters(), *mini.buffers()])
@@ -109,8 +110,8 @@ def test_static_memory_is_weights_gradients_and_two_adam_tensors(mini, base_cfg,
 ])
 def test_fake_and_real_tensors_give_the_same_profile(mini, base_cfg, overrides):
     cfg = _cfg(base_cfg, *overrides)
-    fake = profile_method(cfg, mini, batch_size=BATCH, fake=True)
-    real = profile_method(cfg, mini, batch_size=BATCH, fake=False)
+    fake = profile_method(RunSettings.from_config(cfg), mini, batch_size=BATCH, fake=True)
+    real = profile_method(RunSettings.from_config(cfg), mini, batch_size=BATCH, fake=False)
     assert fake.forward_gflops == real.forward_gflops > 0
     assert fake.backward_gflops == real.backward_gflops > 0
     assert fake.end_of_task_gflops == real.end_of_task_gflops
@@ -122,7 +123,7 @@ def test_profiling_leaves_the_model_and_the_rng_untouched(mini, base_cfg):
     flags = [p.requires_grad for p in mini.parameters()]
     rng = torch.get_rng_state()
     for fake in (True, False):
-        profile_method(_cfg(base_cfg, "continual.method=lora"), mini, batch_size=BATCH, fake=fake)
+        profile_method(RunSettings.from_config(_cfg(base_cfg, "continual.method=lora")), mini, batch_size=BATCH, fake=fake)
     assert torch.equal(rng, torch.get_rng_state())
     assert [p.requires_grad for p in mini.parameters()] == flags
     assert all(torch.equal(before[k], v) for k, v in mini.state_dict().items())
@@ -130,9 +131,9 @@ def test_profiling_leaves_the_model_and_the_rng_untouched(mini, base_cfg):
 
 
 def test_ewc_fisher_pass_is_reported_per_task_and_its_penalty_costs_memory(mini, base_cfg):
-    ewc = profile_method(_cfg(base_cfg, "continual.method=ewc", "continual.ewc.max_fim_samples=1000"), mini,
+    ewc = profile_method(RunSettings.from_config(_cfg(base_cfg, "continual.method=ewc", "continual.ewc.max_fim_samples=1000")), mini,
                          batch_size=BATCH)
-    finetune = profile_method(_cfg(base_cfg, "continual.method=finetune"), mini, batch_size=BATCH)
+    finetune = profile_method(RunSettings.from_config(_cfg(base_cfg, "continual.method=finetune")), mini, batch_size=BATCH)
     assert ewc.end_of_task_samples == 1000
     # the Fisher pass is a forward + backward of the contrastive loss over 1000 samples
     assert ewc.end_of_task_gflops == pytest.approx(1000 * finetune.gflops_per_sample, rel=1e-12)
@@ -145,7 +146,7 @@ def test_ewc_fisher_pass_is_reported_per_task_and_its_penalty_costs_memory(mini,
 
 def test_allocator_memory_needs_a_gpu(mini, base_cfg):
     with pytest.raises(FifError, match="memory=allocator needs a CUDA device"):
-        profile_method(base_cfg, mini, batch_size=BATCH, memory="allocator", device=torch.device("cpu"))
+        profile_method(RunSettings.from_config(base_cfg), mini, batch_size=BATCH, memory="allocator", device=torch.device("cpu"))
 
 
 def test_convnext_backbone_profiles_without_weights(tmp_path, capsys):
@@ -172,7 +173,7 @@ REFERENCE_FLOP_RATIOS = {  # ViT-B/16, batch 512 (shared/reference/fif/README.md
 def vit_b16_table():
     cfg = compose(["continual.lora.rank=4"])
     rows = parse_rows(",".join(["finetune", *REFERENCE_FLOP_RATIOS]))
-    return {row.profile.label: row for row in method_table(cfg, meta_model("ViT-B-16"), rows, 1420, "bf16",
+    return {row.profile.label: row for row in method_table(RunSettings.from_config(cfg), meta_model("ViT-B-16"), rows, 1420, "bf16",
                                                            batch_size=512)}
 
 
@@ -191,7 +192,7 @@ def test_flop_ratios_reproduce_the_references_table(vit_b16_table, label):
 def _adapted(mini, base_cfg, kind: str, formulation: str = "input", *extra: str):
     model = copy.deepcopy(mini)
     cfg = _cfg(base_cfg, f"continual.method={kind}", f"continual.{kind}.formulation={formulation}", *extra)
-    return build_method(cfg, model, torch.device("cpu")), model
+    return build_method(RunSettings.from_config(cfg), model, torch.device("cpu")), model
 
 
 @pytest.mark.parametrize("kind", ["lora", "dora", "vera"])
@@ -246,7 +247,7 @@ def test_merged_lora_rank_costs_per_step_and_input_lora_rank_per_sample(mini, ba
 
     def step(rank: int, batch: int, *extra: str) -> float:
         cfg = _cfg(base_cfg, "continual.method=lora", f"continual.lora.rank={rank}", *extra)
-        return profile_method(cfg, mini, batch_size=batch).gflops_per_step * 1e9
+        return profile_method(RunSettings.from_config(cfg), mini, batch_size=batch).gflops_per_step * 1e9
 
     method, _ = _adapted(mini, base_cfg, "lora", "merged", *reference[1:])
     per_rank = 6 * _adapted_matrix_sizes(method)
@@ -342,22 +343,22 @@ def test_a_budget_too_small_for_one_step_is_one_clear_error():
 ])
 def test_bad_budget_settings_are_one_line_naming_the_key(overrides, message):
     with pytest.raises(FifError, match=message.replace("[", r"\[")):
-        budget_settings(compose(overrides))
+        RunSettings.from_config(compose(overrides))
 
 
 def test_plan_for_a_run_on_the_mini_clip(mini):
     cfg = compose(["continual.method=lora", "experiment.task.budget.unit=fullft_steps",
                    "experiment.task.budget.amount=20"])
-    plan = plan_task_budget(cfg, mini, torch.device("cpu"))
-    full = profile_method(compose(["continual.method=finetune"]), mini)
-    lora = profile_method(cfg, mini)
+    plan = plan_task_budget(RunSettings.from_config(cfg), mini, torch.device("cpu"))
+    full = profile_method(RunSettings.from_config(compose(["continual.method=finetune"])), mini)
+    lora = profile_method(RunSettings.from_config(cfg), mini)
     step_maf = lora.gflops_per_step * lora.memory.peak / full.memory.peak
     assert plan.steps == math.floor(20 * full.gflops_per_step / step_maf) > 20
     assert plan.n_samples == plan.steps * 128 and plan.precision == "fp32" and plan.memory_source == "count"
     assert f"buys {plan.steps} steps of 128" in plan.describe()
-    assert steps_without_budget(cfg) is None  # decided by the plan, once the model is built
-    plain = plan_task_budget(compose([]), mini, torch.device("cpu"))
-    assert plain.steps == steps_without_budget(compose([])) == 2560 // 128 and plain.unit is None
+    assert steps_without_budget(RunSettings.from_config(cfg)) is None  # decided by the plan, once the model is built
+    plain = plan_task_budget(RunSettings.from_config(compose([])), mini, torch.device("cpu"))
+    assert plain.steps == steps_without_budget(RunSettings.from_config(compose([]))) == 2560 // 128 and plain.unit is None
     assert plain.n_samples == 2560 and plain.batch_size == 128
 
 
@@ -372,7 +373,7 @@ def test_budget_settings_accept_what_the_profiler_accepts():
                                               (["experiment=fif"], 727040 // 512)])
 def test_steps_from_samples_without_a_budget(overrides, steps):
     cfg = compose(overrides)
-    assert steps_without_budget(cfg) == TaskSettings.from_config(cfg).steps_from_samples == steps
+    assert steps_without_budget(RunSettings.from_config(cfg)) == TaskSettings.from_config(cfg).steps_from_samples == steps
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -383,7 +384,7 @@ def test_steps_from_samples_without_a_budget(overrides, steps):
 ])
 def test_bad_task_settings_fail_before_any_data_is_read(overrides, message):
     with pytest.raises(FifError, match=re.escape(message)):
-        steps_without_budget(compose(overrides))
+        steps_without_budget(RunSettings.from_config(compose(overrides)))
 
 
 # ------------------------------------------------------------------ fif flops
@@ -435,7 +436,7 @@ def test_run_with_a_budget_trains_the_steps_it_buys(tmp_path, mini_root):
                    "experiment.task.budget.amount=2"])
     lines: list[str] = []
     output = run_experiment(cfg, echo=lines.append)
-    plan = plan_task_budget(cfg, build_backbone("mini_clip").model, torch.device("cpu"))
+    plan = plan_task_budget(RunSettings.from_config(cfg), build_backbone("mini_clip").model, torch.device("cpu"))
     assert plan.steps > 2
     assert output.results["tasks"][0]["samples_seen"] == plan.n_samples
     assert any(line.startswith("budget: 2 full-finetuning steps") and f"buys {plan.steps} steps" in line

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 import fif.train.components as components
 from conftest import train_tasks
+from fif.config.settings import RunSettings
 from fif.train.run import run_experiment
 from fif.config import compose
 from fif.errors import FifError
@@ -105,7 +106,8 @@ def test_zs_paint_trains_every_task_from_theta0_and_evaluates_the_mean(monkeypat
         assert_state(load_file(str(path)), theta, exact=True)
     # resume: a fresh method given the state dict evaluates the same merge and knows the checkpoints
     method = rec["method"]
-    fresh = build_method(compose(["continual.method=zs_paint"]), build_backbone("mini_clip").model, torch.device("cpu"))
+    fresh = build_method(RunSettings.from_config(compose(["continual.method=zs_paint"])),
+                         build_backbone("mini_clip").model, torch.device("cpu"))
     fresh.load_state_dict(method.state_dict())
     assert_state(_cpu(fresh.eval_model()), _cpu(method.eval_model()), exact=True)
     assert fresh.checkpoints == [str(f) for f in files] and fresh.tasks_done == 3
@@ -192,7 +194,7 @@ def test_reference_offline_merge_trains_from_theta0_and_keeps_a_lone_task_model(
 def test_bad_merging_config_is_one_line_naming_the_key(overrides, culprit):
     cfg = compose(overrides)
     with pytest.raises(FifError) as error:
-        build_method(cfg, build_backbone("mini_clip").model, torch.device("cpu"))
+        build_method(RunSettings.from_config(cfg), build_backbone("mini_clip").model, torch.device("cpu"))
     assert culprit in str(error.value) and "\n" not in str(error.value)
 
 
@@ -202,7 +204,7 @@ def test_backbone_and_head_follow_their_own_rules(split, head):
     model = build_backbone("mini_clip").model
     cfg = compose(["continual.method=ema_paint", f"continual.ema_paint.split={split}",
                    "continual.ema_paint.backbone_merge.weight=0.0", "continual.ema_paint.head_merge.weight=1.0"])
-    method = build_method(cfg, model, torch.device("cpu"))
+    method = build_method(RunSettings.from_config(cfg), model, torch.device("cpu"))
     older = method.theta0
     newer = {k: v + 1.0 if v.is_floating_point() else v for k, v in older.items()}
     merged = method.merge_pair(older, newer)
@@ -215,7 +217,7 @@ def test_backbone_and_head_follow_their_own_rules(split, head):
 def test_offline_merge_without_a_work_folder_says_so():
     from fif.methods import TaskInfo
 
-    method = build_method(compose(["continual.method=offline_merge"]), build_backbone("mini_clip").model,
+    method = build_method(RunSettings.from_config(compose(["continual.method=offline_merge"])), build_backbone("mini_clip").model,
                           torch.device("cpu"))
     with pytest.raises(FifError, match="needs a work folder"):
         method.end_task(TaskInfo(0, 2, 1))

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fif.config.blocks import check_run_options
 from fif.cli.main import main
 from fif.data.samples.pool import PoolStream, find_shards
 
@@ -80,7 +81,8 @@ def test_mini_pool_is_adopted_verified_and_read_by_the_run(mini_root, tmp_path, 
     from fif.data.roots import pool_shards
 
     cfg = compose([f"experiment.dataset.pretraining_pool={out}", "experiment.dataset.pool_shards=null"])
-    assert pool_shards(cfg, mini_root) == find_shards(out) == [out / s["name"] for s in record["shards"]]
+    shards = pool_shards(check_run_options(cfg).experiment.dataset, None, mini_root)
+    assert shards == find_shards(out) == [out / s["name"] for s in record["shards"]]
     image, caption = PoolStream(find_shards(out), seed=0, shuffle_buffer=10).next().decode()
     assert image.size == (32, 32) and caption
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
+from fif.config.blocks import check_run_options
 from fif.config import compose
 from fif.data.format.registry import builtin_registry
 from fif.data.format.streams import check_stream, make_tasks, read_stream, resolve_stream, shipped_streams
@@ -66,7 +67,7 @@ def test_shipped_streams_equal_the_reference_files_byte_for_byte(reference_dir):
 
 def _tasks(name: str, num: int = 20):
     cfg = compose([f"experiment.dataset.sequence={name}", f"experiment.task.num={num}"])
-    return make_tasks(cfg, "/no/data/root/needed", builtin_registry())
+    return make_tasks(check_run_options(cfg).experiment, "/no/data/root/needed", builtin_registry())
 
 
 def test_every_shipped_reference_stream_chunks_into_20_tasks():

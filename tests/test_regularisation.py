@@ -13,6 +13,7 @@ import open_clip
 import pytest
 import torch
 
+from fif.config.settings import RunSettings
 from fif.config import compose
 from fif.data.samples.batches import Batch
 from fif.errors import FifError
@@ -36,7 +37,7 @@ def make_batch(seed: int, size: int = 8) -> Batch:
 def make_method(*overrides: str):
     cfg = compose(["device=cpu", "experiment.scheduler.name=constant", *overrides])
     model = build_backbone("mini_clip").model
-    return build_method(cfg, model, CPU), model
+    return build_method(RunSettings.from_config(cfg), model, CPU), model
 
 
 class FakeTaskData:

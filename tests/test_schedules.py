@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from fif.config.settings import RunSettings
 from fif.config import compose
 from fif.errors import FifError
 from fif.optim.schedules import Schedule, learning_rate
@@ -214,7 +215,7 @@ def test_method_uses_the_stream_schedule():
     import torch
 
     cfg = compose(["experiment.scheduler.name=rsqrt_with_recovery", "experiment.optimizer.lr=1e-3"])
-    method = build_method(cfg, build_backbone("mini_clip").model, torch.device("cpu"))
+    method = build_method(RunSettings.from_config(cfg), build_backbone("mini_clip").model, torch.device("cpu"))
     method.begin_task(TaskInfo(3, 6, 40))
     method.step_in_task = 17
     expected = Schedule.from_config(cfg)(3, 17, 40, 6)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from fif.config.settings import RunSettings
 from fif.config import compose
 from fif.errors import FifError
 from fif.methods import build_method
@@ -113,12 +114,12 @@ def test_frozen_parameters_cost_no_backward_flops(trained):
 def test_freezing_both_towers_is_a_one_line_error():
     cfg = compose(["experiment.backbone.freeze_features=true", "experiment.backbone.freeze_head=true"])
     with pytest.raises(FifError, match="freeze_features=true and experiment.backbone.freeze_head=true leave nothing"):
-        build_method(cfg, build_backbone("mini_clip").model, torch.device("cpu"))
+        build_method(RunSettings.from_config(cfg), build_backbone("mini_clip").model, torch.device("cpu"))
 
 
 def test_locked_bitfit_trains_only_text_biases():
     cfg = compose(["continual.method=bitfit", "experiment.backbone.freeze_features=true"])
     model = build_backbone("mini_clip").model
-    build_method(cfg, model, torch.device("cpu"))
+    build_method(RunSettings.from_config(cfg), model, torch.device("cpu"))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {n for n in _names(bias_parameters) if not n.startswith("visual.")}

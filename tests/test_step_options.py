@@ -20,6 +20,7 @@ import torch
 from omegaconf import open_dict
 from torch import nn
 
+from fif.config.settings import RunSettings
 from fif.config import compose
 from fif.data.samples.batches import Batch
 from fif.errors import FifError
@@ -40,7 +41,7 @@ def _method(mini, *overrides: str, kind: str = "finetune", apply: bool = True):
     cfg = compose([f"continual.method={kind}", "device=cpu", "experiment.optimizer.lr=1e-3",
                    "experiment.scheduler.name=constant", *overrides])
     torch.manual_seed(0)
-    method = build_method(cfg, copy.deepcopy(backbone.model), CPU)
+    method = build_method(RunSettings.from_config(cfg), copy.deepcopy(backbone.model), CPU)
     if apply:
         apply_compute(method)
     return method
@@ -94,7 +95,7 @@ def test_a_bad_flag_is_a_one_line_error_naming_the_key(override, message):
 def test_a_bad_fused_adamw_fails_when_the_method_is_built(mini):
     cfg = compose([f"{KEY}.fused_adamw=sometimes"])  # a string, as the default auto: compose lets it through
     with pytest.raises(FifError) as info:
-        build_method(cfg, copy.deepcopy(mini[0].model), CPU)
+        build_method(RunSettings.from_config(cfg), copy.deepcopy(mini[0].model), CPU)
     assert str(info.value) == "experiment.compute.fused_adamw='sometimes' is not valid: expected auto, true or false"
 
 
@@ -229,7 +230,7 @@ batch = Batch(images[part.start:part.stop], texts[part.start:part.stop], {"updat
 cfg = compose([f"continual.method={kind}", "device=cpu", "experiment.optimizer.lr=1e-3",
                "experiment.scheduler.name=constant", *overrides])
 torch.manual_seed(0)
-method = build_method(cfg, copy.deepcopy(backbone.model), torch.device("cpu"), dist=ctx)
+method = build_method(RunSettings.from_config(cfg), copy.deepcopy(backbone.model), torch.device("cpu"), dist=ctx)
 apply_compute(method)
 method.begin_task(TaskInfo(0, 1, 3))
 losses = [method.observe(batch)["loss"] for _ in range(3)]

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fif.config.blocks import check_run_options
 from fif.config import compose
 from fif.data.format.registry import builtin_registry, resolve_registry
 from fif.data.format.streams import (check_stream, chunk_into_tasks, make_tasks, read_stream, reshuffle, resolve_stream,
@@ -120,7 +121,7 @@ def test_tasks_per_dataset_in_order_of_first_appearance():
 
 def _tasks(root: Path, *overrides: str):
     cfg = compose(list(overrides))
-    return make_tasks(cfg, root, resolve_registry(cfg.experiment.dataset.registry, root))
+    return make_tasks(check_run_options(cfg).experiment, root, resolve_registry(cfg.experiment.dataset.registry, root))
 
 
 def test_make_tasks_from_the_default_sequence(mini_root):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from fif.config.settings import RunSettings
 from fif.config import compose
 from fif.errors import FifError
 from fif.tracking import FanOutTracker, JsonlTracker, build_tracker
@@ -135,23 +136,23 @@ def test_wandb_disabled_mode_accepts_the_calls_and_writes_nothing(tmp_path, wand
 
 
 def test_build_tracker_follows_the_config(tmp_path, wandb_env):
-    plain = build_tracker(compose([]), tmp_path / "a")
+    plain = build_tracker(RunSettings.from_config(compose([])), tmp_path / "a")
     assert [type(t).__name__ for t in plain.trackers] == ["JsonlTracker"]
     plain.close()
     cfg = compose(["log.tensorboard=true", "log.use=true", "log.wandb_mode=disabled", "log.wandb_key=secret-key"])
-    full = build_tracker(cfg, tmp_path / "b")
+    full = build_tracker(RunSettings.from_config(cfg), tmp_path / "b")
     assert [type(t).__name__ for t in full.trackers] == ["JsonlTracker", "TensorBoardTracker", "WandbTracker"]
     _replay(full)
     full.close()
     assert _scalars(tmp_path / "b" / "tensorboard")["eval/A_KA"] == [(0, 13.5), (1, 20.0), (2, 30.0)]
-    assert redacted_config(cfg)["log"]["wandb_key"] == "<redacted>"
+    assert redacted_config(RunSettings.from_config(cfg))["log"]["wandb_key"] == "<redacted>"
     assert cfg.log.wandb_key == "secret-key"  # the config itself is left alone
 
 
 def test_bad_wandb_mode_is_one_line(tmp_path, wandb_env):
     with pytest.raises(FifError, match=r"log.wandb_mode='sometimes' is not valid: expected one of online, "
                                         r"offline, disabled"):
-        build_tracker(compose(["log.use=true", "log.wandb_mode=sometimes"]), tmp_path)
+        build_tracker(RunSettings.from_config(compose(["log.use=true", "log.wandb_mode=sometimes"])), tmp_path)
     assert not (tmp_path / "events.jsonl").exists()  # optional backends fail before any file is opened
 
 
@@ -161,7 +162,7 @@ def test_enabled_backend_without_its_package_is_one_clear_error(tmp_path, monkey
     monkeypatch.setitem(sys.modules, module, None)  # what Python does when the package is not installed
     with pytest.raises(FifError, match=rf"{key}=true.*needs the {package} package \(pip install "
                                        r"'fomo-in-flux\[track\]'\)"):
-        build_tracker(compose([f"{key}=true"]), tmp_path)
+        build_tracker(RunSettings.from_config(compose([f"{key}=true"])), tmp_path)
 
 
 def test_real_run_logs_the_same_numbers_as_results_json(tracked_runs):

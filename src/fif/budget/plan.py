@@ -12,15 +12,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from fif.budget.maf import fullft_budget, maf, memory_ratio, steps_for_budget
 from fif.budget.memory import GB
 from fif.budget.profile import MethodProfile, profile_method
 from fif.errors import FifError
-from fif.config.settings import BudgetSettings, TaskSettings
+from fif.config.settings import BudgetSettings, RunSettings
 
-__all__ = ["FULLFT_OVERRIDES", "BudgetPlan", "BudgetSettings", "budget_settings", "fullft_config",
+__all__ = ["FULLFT_OVERRIDES", "BudgetPlan", "BudgetSettings", "fullft_settings",
            "plan_from_profiles", "plan_task_budget", "resolve_memory", "resolve_precision", "steps_without_budget"]
 
 # Full finetuning, the yardstick of MAF: every parameter of both towers trains.
@@ -28,19 +27,13 @@ FULLFT_OVERRIDES = ("continual.method=finetune", "experiment.backbone.freeze_fea
                     "experiment.backbone.freeze_head=false")
 
 
-def budget_settings(cfg: DictConfig) -> BudgetSettings:
-    """The validated ``experiment.task.budget`` block (absent: no budget); see fif.config.settings.BudgetSettings."""
-    return BudgetSettings.from_config(cfg)
-
-
-def steps_without_budget(cfg: DictConfig) -> int | None:
+def steps_without_budget(settings: RunSettings) -> int | None:
     """Steps per task when ``experiment.task.n_samples`` sets them (n_samples // batch_size, at least one);
     None when ``experiment.task.budget`` decides them (plan_task_budget, once the model is built).
 
     Reads no data and builds no model: a run calls it to fail on a bad task or budget block early.
     """
-    task = TaskSettings.from_config(cfg)
-    return task.steps_from_samples if budget_settings(cfg).unit is None else None
+    return settings.task.steps_from_samples if settings.budget.unit is None else None
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -53,9 +46,9 @@ def resolve_memory(memory: str, device: torch.device) -> str:
     return ("allocator" if device.type == "cuda" else "count") if memory == "auto" else memory
 
 
-def fullft_config(cfg: DictConfig) -> DictConfig:
-    """``cfg`` with full finetuning as the method (the MAF yardstick)."""
-    return OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(FULLFT_OVERRIDES)))
+def fullft_settings(settings: RunSettings) -> RunSettings:
+    """``settings`` with full finetuning as the method (the MAF yardstick)."""
+    return settings.with_overrides(FULLFT_OVERRIDES)
 
 
 @dataclass(frozen=True)
@@ -123,20 +116,20 @@ def plan_from_profiles(settings: BudgetSettings, method: MethodProfile, fullft: 
                       method.memory.source, method.precision)
 
 
-def plan_task_budget(cfg: DictConfig, model: torch.nn.Module, device: torch.device,
+def plan_task_budget(run: RunSettings, model: torch.nn.Module, device: torch.device,
                      task_samples: int | None = None) -> BudgetPlan:
     """Profile the configured method (and full finetuning, with a budget) on copies of ``model``.
 
     ``task_samples``: the largest task's training samples (caps a per-sample end-of-task pass).
     """
-    settings, task = budget_settings(cfg), TaskSettings.from_config(cfg)
+    settings, task = run.budget, run.task
     precision = resolve_precision(settings.precision, device)
     if settings.unit is None:
         steps = task.steps_from_samples
-        profile = profile_method(cfg, model, precision=precision)
+        profile = profile_method(run, model, precision=precision)
         return BudgetPlan(profile.method, task.batch_size, steps, task.n_samples, profile.gflops_per_sample,
                           precision=precision)
     memory = resolve_memory(settings.memory, device)
-    method = profile_method(cfg, model, precision=precision, memory=memory, device=device)
-    fullft = profile_method(fullft_config(cfg), model, precision=precision, memory=memory, device=device)
+    method = profile_method(run, model, precision=precision, memory=memory, device=device)
+    fullft = profile_method(fullft_settings(run), model, precision=precision, memory=memory, device=device)
     return plan_from_profiles(settings, method, fullft, task_samples)

@@ -24,7 +24,6 @@ from typing import Any
 from collections.abc import Iterator
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -32,6 +31,7 @@ from fif.budget.archs import fake_clone, input_batch
 from fif.budget.flops import flop_counter, mha_fastpath_off
 from fif.budget.memory import MemoryBreakdown, SavedTensorMeter, cuda_peak_bytes, static_bytes, storage_bytes
 from fif.data.samples.batches import Batch
+from fif.config.settings import RunSettings
 from fif.errors import FifError
 from fif.methods import TaskInfo, build_method
 from fif.methods.base import ContinualMethod, GradientMethod
@@ -122,7 +122,8 @@ def _count(method: GradientMethod, images: torch.Tensor, texts: torch.Tensor,
     return forward.get_total_flops(), backward.get_total_flops(), memory
 
 
-def _allocator_memory(cfg: DictConfig, model: nn.Module, batch_size: int, device: torch.device) -> MemoryBreakdown:
+def _allocator_memory(settings: RunSettings, model: nn.Module, batch_size: int,
+                      device: torch.device) -> MemoryBreakdown:
     """The CUDA allocator's peak over a real ``observe`` step (the method's own, AMP included)."""
     if device.type != "cuda" or not torch.cuda.is_available():
         raise FifError(f"memory=allocator needs a CUDA device (got {device}); use memory=count on a CPU")
@@ -137,7 +138,7 @@ def _allocator_memory(cfg: DictConfig, model: nn.Module, batch_size: int, device
                 for buffer in real.buffers():
                     buffer.zero_()
         real = real.to(device)
-        method = build_method(cfg, real, device)
+        method = build_method(settings, real, device)
         images, texts = input_batch(real, batch_size, device)
         batches = _OneBatch(images, texts)
         if method.profiles_end_of_task:
@@ -153,23 +154,23 @@ def _allocator_memory(cfg: DictConfig, model: nn.Module, batch_size: int, device
     return MemoryBreakdown(weights, gradients, optimizer, 0, 0, source="allocator", measured_peak=peak)
 
 
-def profile_method(cfg: DictConfig, model: nn.Module, label: str | None = None, batch_size: int | None = None,
+def profile_method(settings: RunSettings, model: nn.Module, label: str | None = None, batch_size: int | None = None,
                    precision: str = "fp32", fake: bool = True, memory: str = "count",
                    device: torch.device | None = None) -> MethodProfile:
-    """Profile ``cfg.continual.method`` (with ``cfg``'s options) on a copy of ``model``.
+    """Profile ``settings.method`` (with its options) on a copy of ``model``.
 
     ``model`` is left untouched (weights, flags, RNG). ``batch_size`` defaults to the run's.
     """
     if memory not in MEMORY_SOURCES:
         raise FifError(f"memory={memory!r} is not valid: expected one of {', '.join(MEMORY_SOURCES)}")
-    batch_size = int(batch_size or cfg.experiment.task.batch_size)
+    batch_size = int(batch_size or settings.task.batch_size)
     if batch_size < 2:
         raise FifError(f"batch size {batch_size} is too small to profile a contrastive step (at least 2)")
-    name = str(cfg.continual.method)
+    name = settings.method
     mode = FakeTensorMode() if fake else contextlib.nullcontext()
     with torch.random.fork_rng(devices=[]), mha_fastpath_off(), mode:
         clone = fake_clone(model) if fake else copy.deepcopy(model)
-        method = build_method(cfg, clone, torch.device("cpu") if fake else next(clone.parameters()).device)
+        method = build_method(settings, clone, torch.device("cpu") if fake else next(clone.parameters()).device)
         trainable = sum(p.numel() for p in clone.parameters() if p.requires_grad)
         images, texts = input_batch(clone, batch_size, next(clone.parameters()).device)
         batches = _OneBatch(images, texts)
@@ -181,7 +182,7 @@ def profile_method(cfg: DictConfig, model: nn.Module, label: str | None = None, 
         end_of_task = end_flops / 1e9
     if memory == "allocator":
         try:
-            counted = _allocator_memory(cfg, model, batch_size, device or torch.device("cuda"))
+            counted = _allocator_memory(settings, model, batch_size, device or torch.device("cuda"))
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             raise FifError(f"{label or name}: a training step of {batch_size} does not fit on {device} (counted "

@@ -12,8 +12,8 @@ from typing import Any
 from collections.abc import Mapping, Sequence
 
 import torch
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+
+from fif.config.settings import RunSettings
 
 from fif.budget.maf import fullft_budget, maf, memory_ratio, steps_for_budget
 from fif.budget.memory import GB
@@ -61,12 +61,9 @@ class TableRow:
                 "maf_per_step": self.step_maf, "maf_ratio": self.maf_ratio, "steps": self.steps}
 
 
-def row_config(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
-    """``cfg`` with a row's overrides (dot-list syntax, checked against the config's keys)."""
-    try:
-        return OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-    except OmegaConfBaseException as error:
-        raise FifError(f"bad row override ({' '.join(overrides)}): {str(error).splitlines()[0]}") from None
+def row_settings(settings: RunSettings, overrides: Sequence[str]) -> RunSettings:
+    """``settings`` with a row's overrides (dot-list syntax, checked against the declared keys)."""
+    return settings.with_overrides(overrides, what="row override")
 
 
 def parse_rows(names: str, custom: Sequence[str] = ()) -> dict[str, list[str]]:
@@ -98,7 +95,7 @@ def _split_overrides(text: str) -> list[str]:
     return [p.strip() for p in [*parts, current] if p.strip()]
 
 
-def method_table(cfg: DictConfig, model: torch.nn.Module, rows: dict[str, list[str]], fullft_steps: float,
+def method_table(settings: RunSettings, model: torch.nn.Module, rows: dict[str, list[str]], fullft_steps: float,
                  precision: str = "fp32", memory: str = "count", batch_size: int | None = None,
                  charge_end_of_task: bool = True, device: torch.device | None = None,
                  progress=None, skipped: dict[str, str] | None = None) -> list[TableRow]:
@@ -107,14 +104,14 @@ def method_table(cfg: DictConfig, model: torch.nn.Module, rows: dict[str, list[s
     A row the method cannot build on this model raises, or, given a ``skipped`` dict, lands there
     (label -> the error's message) and the table goes on.
     """
-    configs = {label: row_config(cfg, overrides) for label, overrides in rows.items()}  # typos fail first
+    configs = {label: row_settings(settings, overrides) for label, overrides in rows.items()}  # typos fail first
 
-    def run(label: str, row_cfg: DictConfig) -> MethodProfile:
+    def run(label: str, row: RunSettings) -> MethodProfile:
         if progress is not None:
             progress(label)
-        return profile_method(row_cfg, model, label, batch_size, precision, memory=memory, device=device)
+        return profile_method(row, model, label, batch_size, precision, memory=memory, device=device)
 
-    fullft = run("finetune", row_config(cfg, FULLFT_OVERRIDES))
+    fullft = run("finetune", row_settings(settings, FULLFT_OVERRIDES))
     budget = fullft_budget(fullft_steps, fullft.gflops_per_step)
     table = []
     for label, row_cfg in configs.items():

@@ -26,16 +26,17 @@ def cmd_flops(args: argparse.Namespace) -> int:
     import torch
 
     from fif.budget.archs import meta_model
-    from fif.budget.plan import budget_settings, resolve_memory, resolve_precision
+    from fif.budget.plan import resolve_memory, resolve_precision
     from fif.budget.table import format_table, method_table, parse_rows
     from fif.config import compose
     from fif.errors import FifError
     from fif.runtime.device import resolve_device
-    from fif.config.settings import TaskSettings
+    from fif.config.settings import RunSettings
     from fif.utils.io import atomic_write_json
 
     cfg = compose(args.overrides)
-    settings, task = budget_settings(cfg), TaskSettings.from_config(cfg)
+    run = RunSettings.from_config(cfg)
+    settings, task = run.budget, run.task
     device = resolve_device(args.device or str(cfg.device))
     precision = resolve_precision(args.precision or settings.precision, device)
     memory = resolve_memory(args.memory or settings.memory, device)
@@ -56,7 +57,7 @@ def cmd_flops(args: argparse.Namespace) -> int:
     charge = settings.charge_end_of_task and not args.no_charge_end_of_task
     progress = (lambda label: print(f"profiling {label} ...", file=sys.stderr)) if args.verbose else None
     skipped: dict[str, str] = {}
-    table = method_table(cfg, model, rows, fullft_steps, precision, memory, batch_size, charge,
+    table = method_table(run, model, rows, fullft_steps, precision, memory, batch_size, charge,
                          device if memory == "allocator" else None, progress, skipped)
     params = sum(p.numel() for p in model.parameters())
     title = (f"{name} ({params / 1e6:.1f}M parameters): batch {batch_size}, {precision} activations, memory "

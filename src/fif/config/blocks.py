@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from fif.config.options import Options, block, option
+from fif.errors import FifError
 
 MAX_SEED = 2**32 - 1  # np.random.seed's range (fif.runtime.device.seed_everything seeds NumPy with it)
 BUDGET_UNITS = ("fullft_steps", "maf")
@@ -228,6 +229,14 @@ class EvaluationOptions(Options):
                               "registry = all of the registry's)")
     datasets: Any = option(None, "fif eval only (`fif run` ignores it): null = every adaptation and evaluation "
                            "dataset of the registry present in the root; [a,b] = exactly those", kind="any")
+
+    def validate(self, key: str) -> None:
+        """gap_samples: a list of positive whole numbers."""
+        values = list(self.gap_samples or [])
+        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or v <= 0]
+        if bad:
+            raise FifError(f"{key}.gap_samples={values!r} is not valid: expected a list of positive sample counts "
+                           f"inside each task (not {bad[0]!r})")
 
 
 @dataclass(frozen=True)

@@ -152,3 +152,8 @@ def public_config(cfg: DictConfig) -> DictConfig:
 
 def to_container(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def read_config_file(path: str | Path) -> dict:
+    """A run folder's config.yaml as plain data (resolved)."""
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)  # type: ignore[return-value]

@@ -8,13 +8,17 @@ takes these objects instead of reading string keys out of the whole config.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from omegaconf import DictConfig
 
-from fif.config.blocks import (BudgetOptions, ComputeOptions, OptimizerOptions, SchedulerOptions,
-                               TaskOptions)
+from fif.config.blocks import (BudgetOptions, ComputeOptions, EvaluationOptions, ExperimentOptions, LogOptions,
+                               OptimizerOptions, RunOptions, SchedulerOptions, TaskOptions, check_run_options)
+from fif.config.compose import public_config, to_container
+from fif.config.options import DECLARED, Options
+from fif.config.plugins import load_plugins
 from fif.errors import FifError
 
 if TYPE_CHECKING:
@@ -204,6 +208,11 @@ class SchedulerSettings:
                            f"(expected autoregressive; continued and recovered are rsqrt_with_recovery modes)")
 
     @classmethod
+    def from_settings(cls: type[_Scheduler], settings: SchedulerSettings) -> _Scheduler:
+        """The same settings as this class (Schedule: the same values, with the learning-rate function)."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(settings)})
+
+    @classmethod
     def from_config(cls: type[_Scheduler], cfg: DictConfig) -> _Scheduler:
         """From a run config; keys missing from older configs take their declared defaults (a subclass gets
         itself: Schedule.from_config is a Schedule)."""
@@ -218,3 +227,84 @@ class SchedulerSettings:
                    min_lr_ratio=float(ratio) if ratio is not None else block.min_lr_ratio, meta=block.meta,
                    recovery_mode=block.recovery_mode, wsd_decay=block.wsd.decay,
                    wsd_task_cooldown=block.wsd.task_cooldown)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The composed config turned into typed, checked settings once (``Run.build``); modules get the parts.
+
+    ``options`` holds every declared block (fif.config.blocks), the sections below are the derived
+    views the run computes with, ``method_options`` the checked ``continual.<method>`` block. The
+    composed config itself stays inside the config package: the run records it through
+    ``resolved()`` / ``public()`` and derives variants (a budget profile's full-finetuning row) with
+    ``with_overrides``.
+    """
+
+    options: RunOptions
+    task: TaskSettings
+    budget: BudgetSettings
+    optimizer: OptimizerSettings
+    compute: ComputeSettings
+    scheduler: SchedulerSettings
+    method: str
+    method_options: Options
+    mini_seed: int | None  # experiment=mini: the generated benchmark's data seed (the preset's own `mini` block)
+    source: DictConfig = field(repr=False, compare=False)
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> RunSettings:
+        """Every check that needs no data, in one pass over the config; a bad value is one line naming its key."""
+        options = check_run_options(cfg)
+        load_plugins()
+        method = options.continual.method
+        declared = DECLARED.get(f"continual.{method}")
+        if declared is None:
+            known = ", ".join(key.split(".", 1)[1] for key in DECLARED if key.startswith("continual."))
+            raise FifError(f"continual.method={method!r} is not a known method (expected one of: {known})")
+        method_options = declared.from_block(cfg.continual.get(method), f"continual.{method}", owner=method)
+        mini = cfg.get("mini")
+        return cls(options, TaskSettings.from_config(cfg), BudgetSettings.from_config(cfg),
+                   OptimizerSettings.from_config(cfg), ComputeSettings.from_config(cfg),
+                   SchedulerSettings.from_config(cfg), method, method_options,
+                   int(mini.seed) if mini is not None else None, cfg)
+
+    @property
+    def experiment(self) -> ExperimentOptions:
+        return self.options.experiment
+
+    @property
+    def evaluation(self) -> EvaluationOptions:
+        return self.options.evaluation
+
+    @property
+    def log(self) -> LogOptions:
+        return self.options.log
+
+    def with_overrides(self, overrides: Sequence[str], what: str = "override") -> RunSettings:
+        """These settings with dotted ``key=value`` overrides applied (e.g. a `fif flops` row), checked anew."""
+        from omegaconf import OmegaConf
+        from omegaconf.errors import OmegaConfBaseException
+
+        try:
+            merged = OmegaConf.merge(self.source, OmegaConf.from_dotlist(list(overrides)))
+        except OmegaConfBaseException as error:  # omegaconf's own errors name the key over several lines
+            raise FifError(f"bad {what} ({' '.join(overrides)}): {str(error).splitlines()[0]}") from None
+        return RunSettings.from_config(merged)  # type: ignore[arg-type]
+
+    def resolved(self) -> dict[str, Any]:
+        """The composed config as plain data (results.json's "config", resume's comparison)."""
+        return to_container(self.source)
+
+    def public(self) -> DictConfig:
+        """The config as written to disk and to trackers: secrets redacted."""
+        return public_config(self.source)
+
+    def public_dict(self) -> dict[str, Any]:
+        """``public()`` as plain data (results.json's "config", the trackers')."""
+        return to_container(self.public())
+
+    def public_yaml(self) -> str:
+        """``public()`` as the YAML of a run folder's config.yaml."""
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_yaml(self.public(), resolve=True)

@@ -8,38 +8,37 @@ from __future__ import annotations
 from pathlib import Path
 from collections.abc import Callable
 
-from omegaconf import DictConfig
-
+from fif.config.blocks import DatasetOptions
 from fif.data.samples.pool import find_shards
 from fif.errors import FifError
 
 
-def data_root(cfg: DictConfig, echo: Callable[[str], object] = print) -> Path:
-    """The FiF data root of ``experiment.dataset.root``; the mini benchmark's (built if absent) for mini."""
-    if cfg.experiment.dataset.root:
-        root = Path(cfg.experiment.dataset.root).expanduser()
+def data_root(dataset: DatasetOptions, mini_seed: int | None, echo: Callable[[str], object] = print) -> Path:
+    """The FiF data root of ``experiment.dataset.root``; the mini benchmark's (built if absent) for mini
+    (``mini_seed``: its data seed, None for any other experiment)."""
+    if dataset.root:
+        root = Path(dataset.root).expanduser()
         if not root.is_dir():
             raise FifError(f"experiment.dataset.root={root} does not exist")
         return root
-    if "mini" in cfg:
+    if mini_seed is not None:
         from fif.data.mini.build import build_datasets, default_root, is_built
 
-        root = default_root(int(cfg.mini.seed))
+        root = default_root(mini_seed)
         if not is_built(root):
             echo(f"generating the mini benchmark into {root} (first use, about 10 s)")
-        return build_datasets(root, seed=int(cfg.mini.seed))
+        return build_datasets(root, seed=mini_seed)
     raise FifError("experiment.dataset.root is not set (point it at a FiF data root, or use experiment=mini)")
 
 
-def pool_shards(cfg: DictConfig, root: Path) -> list[Path]:
+def pool_shards(dataset: DatasetOptions, mini_seed: int | None, root: Path) -> list[Path]:
     """The pretraining pool's webdataset shards (``experiment.dataset.pretraining_pool``, or mini's)."""
-    ds = cfg.experiment.dataset
-    limit = int(ds.pool_shards) if ds.pool_shards else None
-    if ds.pretraining_pool:
-        return find_shards(Path(ds.pretraining_pool).expanduser(), limit)
-    if "mini" in cfg:
+    limit = dataset.pool_shards or None
+    if dataset.pretraining_pool:
+        return find_shards(Path(dataset.pretraining_pool).expanduser(), limit)
+    if mini_seed is not None:
         from fif.data.mini.build import pool_shards as mini_pool_shards
 
-        return mini_pool_shards(root, limit or 4, seed=int(cfg.mini.seed))
+        return mini_pool_shards(root, limit or 4, seed=mini_seed)
     raise FifError("experiment.dataset.data_mixture.pretraining > 0 needs experiment.dataset.pretraining_pool "
                    "(a folder of webdataset tar shards)")

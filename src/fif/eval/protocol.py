@@ -12,52 +12,35 @@ from typing import Any
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from omegaconf import DictConfig
 
 from fif.data.format.fif_format import ADAPTATION, EVALUATION, DatasetSpec, Split
-from fif.data.format.validation import FALLBACKS, ValidationPlan, build_validation, check_fraction
-from fif.errors import FifError
+from fif.data.format.validation import ValidationPlan, build_validation
 from fif.eval.scope import check_ka_choice
 from fif.eval.subset import EvalSubsets, eval_subsets
 from fif.eval.subset import check_fraction as check_subset
 from fif.eval.within_task import check_every_n_samples, check_gap_samples, within_task_steps
-from fif.config.settings import SchedulerSettings
+from fif.config.blocks import RunOptions
 
 
 class EvalProtocol:
     """Validation plan (or None: test splits) and evaluation subsets (or None: full sets) of one run."""
 
-    def __init__(self, cfg: DictConfig, root: str | Path, registry: dict[str, DatasetSpec], echo=print) -> None:
-        ds = cfg.experiment.dataset
-        self.seed = int(cfg.experiment.seed)
-        self.subset_fraction = check_subset(cfg.evaluation.get("validate_on_subset"))
-        self.every_n_samples = check_every_n_samples(cfg.evaluation.get("every_n_samples"))
-        self.gap_samples = check_gap_samples(cfg.evaluation.get("gap_samples"))
-        self.ka_mode = check_ka_choice(cfg.evaluation.get("ka_datasets", "stream"))
+    def __init__(self, options: RunOptions, root: str | Path, registry: dict[str, DatasetSpec], echo=print) -> None:
+        """``options``: the run's checked blocks (fif.config.settings.RunSettings.options)."""
+        ds, evaluation = options.experiment.dataset, options.evaluation
+        self.seed = options.experiment.seed
+        self.subset_fraction = check_subset(evaluation.validate_on_subset)
+        self.every_n_samples = check_every_n_samples(evaluation.every_n_samples)
+        self.gap_samples = check_gap_samples(evaluation.gap_samples)
+        self.ka_mode = check_ka_choice(evaluation.ka_datasets)
         self.plan: ValidationPlan | None = None
         self.subsets: EvalSubsets | None = None
-        if ds.get("validation_mode"):
+        if ds.validation_mode:
             specs = [s for s in registry.values() if s.role in (ADAPTATION, EVALUATION)]
-            self.plan = build_validation(root, specs, ds.get("train_val_split", 0.8), self.seed,
-                                         str(ds.get("validation_fallback", "exclude")), ds.info_dir,
-                                         tar=bool(ds.tar), resized=bool(ds.create_resized_variant_if_possible))
+            self.plan = build_validation(root, specs, ds.train_val_split, self.seed, ds.validation_fallback,
+                                         ds.info_dir, tar=ds.tar, resized=ds.create_resized_variant_if_possible)
             for line in self.plan.warnings():
                 echo(line)
-
-    @staticmethod
-    def check(cfg: DictConfig) -> None:
-        """Fail on a bad scheduler, validation or subset key before any data is read."""
-        SchedulerSettings.from_config(cfg)
-        check_subset(cfg.evaluation.get("validate_on_subset"))
-        check_every_n_samples(cfg.evaluation.get("every_n_samples"))
-        check_gap_samples(cfg.evaluation.get("gap_samples"))
-        check_ka_choice(cfg.evaluation.get("ka_datasets", "stream"))
-        ds = cfg.experiment.dataset
-        if ds.get("validation_mode"):
-            check_fraction(ds.get("train_val_split", 0.8))
-            if ds.get("validation_fallback", "exclude") not in FALLBACKS:
-                raise FifError(f"experiment.dataset.validation_fallback={ds.validation_fallback!r} is not valid "
-                               f"(expected one of: {', '.join(FALLBACKS)})")
 
     @property
     def train_part(self) -> Callable[[Split], Split] | None:

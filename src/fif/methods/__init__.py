@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 
+from fif.config.settings import RunSettings
 from fif.methods.base import ContinualMethod, TaskInfo
 from fif.methods.compute import apply_compute
 from fif.methods.context import MethodContext
@@ -25,20 +25,18 @@ __all__ = ["METHODS", "ContinualMethod", "MethodContext", "TaskInfo", "apply_com
            "register_method"]
 
 
-def build_method(cfg: DictConfig, model: torch.nn.Module, device: torch.device, *, dist: DistContext = SINGLE,
+def build_method(settings: RunSettings, model: torch.nn.Module, device: torch.device, *, dist: DistContext = SINGLE,
                  work_dir: str | Path | None = None) -> ContinualMethod:
     """The configured method on ``model``, ready for its first task.
 
-    Its ``continual.<name>`` block is checked against its declared ``Options`` (one-line errors
-    naming the key); it gets the run's context (device, torchrun context, ``work_dir`` for its
+    It gets its checked options (``settings.method_options``: its ``continual.<name>`` block read
+    through its declared ``Options``) and the run's context (device, torchrun context, ``work_dir`` for its
     files, optimizer, schedule, batch size, locked towers, experiment.compute), then ``setup()``
     prepares the model (adapters, what trains). The run then calls ``apply_compute(method)`` (TF32,
     checkpointing, compile) once the budget is planned.
     """
-    name = str(cfg.continual.method)
-    cls = method_class(name)
-    options = cls.Options.from_block(cfg.continual.get(name), f"continual.{name}", owner=name)
-    context = MethodContext.from_config(cfg, device, dist, work_dir)
-    method = cls(model, options, context)
+    cls = method_class(settings.method)
+    context = MethodContext.from_settings(settings, device, dist, work_dir)
+    method = cls(model, settings.method_options, context)
     method.setup()
     return method

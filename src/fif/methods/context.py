@@ -6,16 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 
 from fif.optim.schedules import Schedule
 from fif.runtime.distributed import SINGLE, DistContext
-from fif.config.settings import ComputeSettings, OptimizerSettings, TaskSettings
+from fif.config.settings import ComputeSettings, OptimizerSettings, RunSettings
 
 
 @dataclass(frozen=True)
 class MethodContext:
-    """The run's settings a method may use; built once by ``build_method`` from the run config."""
+    """The run's settings a method may use; built once by ``build_method`` from the run's settings."""
 
     device: torch.device
     optimizer: OptimizerSettings  # experiment.optimizer: AdamW's lr, weight decay, gradient clipping
@@ -28,12 +27,10 @@ class MethodContext:
     compute: ComputeSettings = ComputeSettings()  # experiment.compute: fused AdamW, TF32, compile, checkpointing
 
     @classmethod
-    def from_config(cls, cfg: DictConfig, device: torch.device, dist: DistContext = SINGLE,
-                    work_dir: str | Path | None = None) -> MethodContext:
-        backbone = cfg.experiment.backbone
-        return cls(device=device, optimizer=OptimizerSettings.from_config(cfg), schedule=Schedule.from_config(cfg),
-                   batch_size=TaskSettings.from_config(cfg).batch_size,
-                   lock_image=bool(backbone.get("freeze_features", False)),
-                   lock_text=bool(backbone.get("freeze_head", False)),
-                   dist=dist, work_dir=Path(work_dir) if work_dir is not None else None,
-                   compute=ComputeSettings.from_config(cfg))
+    def from_settings(cls, settings: RunSettings, device: torch.device, dist: DistContext = SINGLE,
+                      work_dir: str | Path | None = None) -> MethodContext:
+        backbone = settings.experiment.backbone
+        return cls(device=device, optimizer=settings.optimizer, schedule=Schedule.from_settings(settings.scheduler),
+                   batch_size=settings.task.batch_size, lock_image=backbone.freeze_features,
+                   lock_text=backbone.freeze_head, dist=dist, work_dir=Path(work_dir) if work_dir is not None else None,
+                   compute=settings.compute)

@@ -24,7 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from fif.config import compose, conf_dir, leaves, public_config, to_container
+from fif.config import compose, conf_dir, leaves, to_container
 from fif.data.format.fif_format import ADAPTATION, EVALUATION, DatasetSpec
 from fif.data.format.registry import adapt_on, resolve_registry
 from fif.data.format.storage import open_store
@@ -39,7 +39,7 @@ from fif.models.weights import HUB_PREFIX
 from fif.config.reference_keys import translate_overrides
 from fif.runtime.device import allow_tf32, resolve_device
 from fif.runtime.distributed import SINGLE
-from fif.config.settings import ComputeSettings
+from fif.config.settings import RunSettings
 from fif.train.checkpoint import REQUIRED_KEYS, CheckpointError, list_checkpoints, read_checkpoint
 from fif.train.components import DataSettings, evaluation_suite
 
@@ -68,15 +68,15 @@ class ModelSource:
     run_config: dict[str, Any] | None = None  # the run's config: the base the command line goes on
     state: dict[str, Any] | None = None  # a resume checkpoint's state
 
-    def record(self, cfg: DictConfig, argument: str | None) -> dict[str, Any]:
+    def record(self, settings: RunSettings, argument: str | None) -> dict[str, Any]:
         """The ``model`` entry of the JSON: what was scored."""
-        bb = cfg.experiment.backbone
+        bb = settings.experiment.backbone
         weights = self.path if self.path is not None else bb.checkpoint
         out = {"argument": argument, "kind": self.kind, "backbone": self.backbone or str(bb.name),
                "weights": str(weights) if weights else None}
         if self.state is not None:
             out["position"] = {k: int(v) for k, v in self.state["position"].items()}
-            out["method"] = str(cfg.continual.method)
+            out["method"] = settings.method
         return out
 
 
@@ -228,7 +228,7 @@ def _present(root: Path, spec: DatasetSpec, tar: bool) -> bool:
     return True
 
 
-def select_datasets(cfg: DictConfig, root: Path,
+def select_datasets(settings: RunSettings, root: Path,
                     registry: dict[str, DatasetSpec]) -> tuple[list[DatasetSpec], list[str]]:
     """The datasets to score (registry order) and the benchmark datasets absent from ``root``.
 
@@ -236,8 +236,8 @@ def select_datasets(cfg: DictConfig, root: Path,
     a list: exactly those, each of which must be present.
     """
     benchmark = [s for s in registry.values() if s.role in ROLE]
-    tar = bool(cfg.experiment.dataset.tar)
-    names = _listed(cfg.evaluation.get("datasets"))
+    tar = settings.experiment.dataset.tar
+    names = _listed(settings.evaluation.datasets)
     if names is None:
         present = [s for s in benchmark if _present(root, s, tar)]
         return present, [s.name for s in benchmark if s not in present]
@@ -271,30 +271,32 @@ def _quiet_random_init() -> Iterator[None]:
         logging.disable(previous)
 
 
-def _checkpoint_model(source: ModelSource, cfg: DictConfig, device: torch.device) -> tuple[torch.nn.Module, Backbone]:
+def _checkpoint_model(source: ModelSource, settings: RunSettings,
+                      device: torch.device) -> tuple[torch.nn.Module, Backbone]:
     """The method of a resume checkpoint, rebuilt from the config and loaded: its ``eval_model()``."""
-    bb = cfg.experiment.backbone
+    bb = settings.experiment.backbone
     folder = bb.checkpoint if bb.checkpoint and Path(bb.checkpoint).is_dir() else None  # an open_clip folder: the arch
     # Every weight is in the checkpoint: build the architecture only (no weights file or download needed).
     with _quiet_random_init():
         backbone = build_backbone(str(bb.name), folder, bb.cache_dir, pretrained=False)
     backbone.model.to(device)
     run_dir = source.path.parent.parent if source.path.parent.name == "checkpoints" else None
-    method = build_method(cfg, backbone.model, device, work_dir=run_dir / "method" if run_dir else None)
+    method = build_method(settings, backbone.model, device, work_dir=run_dir / "method" if run_dir else None)
     try:
         method.load_state_dict(source.state["method"])
     except (RuntimeError, KeyError, TypeError) as error:
         detail = " ".join(str(error).split())[:200]
         raise FifError(f"--model {source.path}: its method state does not load into continual.method="
-                       f"{cfg.continual.method} on {bb.name} ({type(error).__name__}: {detail})") from None
+                       f"{settings.method} on {bb.name} ({type(error).__name__}: {detail})") from None
     return method.eval_model(), backbone
 
 
-def build_model(source: ModelSource, cfg: DictConfig, device: torch.device) -> tuple[torch.nn.Module, Backbone]:
+def build_model(source: ModelSource, settings: RunSettings,
+                device: torch.device) -> tuple[torch.nn.Module, Backbone]:
     """The module to score and its backbone (tokenizer, evaluation transform)."""
     if source.kind == CHECKPOINT:
-        return _checkpoint_model(source, cfg, device)
-    bb = cfg.experiment.backbone
+        return _checkpoint_model(source, settings, device)
+    bb = settings.experiment.backbone
     if source.kind == CONFIG:
         name, weights, pretrained = str(bb.name), bb.checkpoint, bool(bb.pretrained)
     else:  # a named backbone with its own weights, an open_clip folder, or final_model.pt on its backbone
@@ -306,7 +308,7 @@ def build_model(source: ModelSource, cfg: DictConfig, device: torch.device) -> t
     return backbone.model, backbone
 
 
-def score_datasets(cfg: DictConfig, root: Path, specs: list[DatasetSpec], model: torch.nn.Module,
+def score_datasets(run: RunSettings, root: Path, specs: list[DatasetSpec], model: torch.nn.Module,
                    backbone: Backbone, device: torch.device, subset: bool,
                    echo: Echo = _to_stderr) -> tuple[dict[str, DatasetScore], list[DatasetSpec]]:
     """Each dataset's score as the run's evaluation suite gives it, and the specs scored.
@@ -315,14 +317,14 @@ def score_datasets(cfg: DictConfig, root: Path, specs: list[DatasetSpec], model:
     dataset's test images at a time. Scores are per dataset (subsets seeded by dataset name),
     so they equal those of the run's one suite over all datasets.
     """
-    settings = DataSettings.from_config(cfg)
-    protocol = EvalProtocol(cfg, root, {s.name: s for s in specs}, echo)
+    settings = DataSettings.from_settings(run)
+    protocol = EvalProtocol(run.options, root, {s.name: s for s in specs}, echo)
     kept = protocol.keep(specs)  # validation mode may leave evaluation-only datasets out
     scores: dict[str, DatasetScore] = {}
-    bar = tqdm(kept, desc="scoring", unit="dataset", disable=None if cfg.log.get("progress", True) else True)
+    bar = tqdm(kept, desc="scoring", unit="dataset", disable=None if run.log.progress else True)
     for spec in bar:
         bar.set_postfix_str(spec.name)
-        suite = evaluation_suite(cfg, root, [spec], backbone, protocol, settings, SINGLE, device)
+        suite = evaluation_suite(run, root, [spec], backbone, protocol, settings, SINGLE, device)
         chosen = protocol.subsets.indices if subset and protocol.subsets is not None else None
         scores.update(suite.evaluate(model, backbone.tokenizer, device, chosen))
     bar.close()
@@ -337,23 +339,23 @@ def evaluate_model(model: str | None, overrides: Sequence[str] = (), subset: boo
     fif.eval.metrics.summarize's block, as results.json holds it.
     """
     source = resolve_model(model, echo)
-    cfg = eval_config(overrides, source, subset)
-    EvalProtocol.check(cfg)  # a bad subset or validation key fails before any data is read
-    device = resolve_device(str(cfg.device))
-    root = data_root(cfg, echo)
-    registry = adapt_on(resolve_registry(cfg.experiment.dataset.registry, root), cfg.experiment.dataset.get("adapt_on"))
-    specs, absent = select_datasets(cfg, root, registry)
+    settings = RunSettings.from_config(eval_config(overrides, source, subset))  # every key checked before any read
+    device = resolve_device(settings.options.device)
+    ds = settings.experiment.dataset
+    root = data_root(ds, settings.mini_seed, echo)
+    registry = adapt_on(resolve_registry(ds.registry, root), ds.adapt_on)
+    specs, absent = select_datasets(settings, root, registry)
     if absent:
         echo(absent_note(root, absent))
     if not specs:
         raise FifError(f"no dataset of the registry is in {root} (expected ROOT/<FOLDER> folders; "
                        f"`fif data verify {root}` lists what is there)")
-    scored_model, backbone = build_model(source, cfg, device)
-    allow_tf32(device, ComputeSettings.from_config(cfg).tf32)  # as the run computes on CUDA
-    scores, scored = score_datasets(cfg, root, specs, scored_model, backbone, device, subset, echo)
+    scored_model, backbone = build_model(source, settings, device)
+    allow_tf32(device, settings.compute.tf32)  # as the run computes on CUDA
+    scores, scored = score_datasets(settings, root, specs, scored_model, backbone, device, subset, echo)
     rows = [{"name": s.name, "role": ROLE[s.role], "metric": scores[s.name].metric, "score": scores[s.name].score}
             for s in scored]
-    return {"model": source.record(cfg, model), "config": to_container(public_config(cfg)), "datasets": rows,
+    return {"model": source.record(settings, model), "config": settings.public_dict(), "datasets": rows,
             "absent": absent, "subset": subset, "point": summarize(scores, scored)}
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Callable, Iterator
 
-from omegaconf import DictConfig, OmegaConf
-
-from fif.config import to_container
+from fif.config.blocks import LogOptions
+from fif.config.compose import read_config_file
+from fif.config.settings import RunSettings
 from fif.errors import FifError
 from fif.results import RunResults
 from fif.runtime.distributed import launch_rank
@@ -51,16 +51,16 @@ def _is_off(value: Any) -> bool:
                                                 ("", "false", "null", "none"))
 
 
-def resume_dir(cfg: DictConfig) -> Path | None:
+def resume_dir(log: LogOptions) -> Path | None:
     """The run folder ``log.resume`` names, or None for a new run."""
-    value = cfg.log.get("resume")
+    value = log.resume
     if _is_off(value):
         return None
     if _is_on(value):
-        if not cfg.log.name:
+        if not log.name:
             raise FifError("log.resume=true continues the run at log.folder/log.name, but log.name is not set "
                            "(set log.name, or give the run folder: log.resume=/path/to/run)")
-        return Path(str(cfg.log.folder)).expanduser() / str(cfg.log.name)
+        return Path(str(log.folder)).expanduser() / str(log.name)
     path = Path(str(value)).expanduser()
     if not (path / "config.yaml").is_file():
         raise FifError(f"log.resume={value}: {path} is not a run folder (no config.yaml)")
@@ -95,17 +95,17 @@ def describe_differences(differ: dict[str, tuple[Any, Any]]) -> str:
     return ", ".join(shown) + more
 
 
-def plan_resume(cfg: DictConfig, echo: Callable[[str], Any] = print) -> ResumePlan | None:
+def plan_resume(settings: RunSettings, echo: Callable[[str], Any] = print) -> ResumePlan | None:
     """What ``log.resume`` asks for; None: a new run (also for log.resume=true before the run exists)."""
-    run_dir = resume_dir(cfg)
+    run_dir = resume_dir(settings.log)
     if run_dir is None:
         return None
     if not (run_dir / "config.yaml").is_file():
         echo(f"log.resume=true: no run at {run_dir} yet, starting it")
         return None
-    saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
-    differ = config_differences(saved, to_container(cfg))
-    if differ and not bool(cfg.log.get("resume_force", False)):
+    saved = read_config_file(run_dir / "config.yaml")
+    differ = config_differences(saved, settings.resolved())
+    if differ and not settings.log.resume_force:
         raise FifError(f"log.resume: the run at {run_dir} has a different config: {describe_differences(differ)}; "
                        f"resume with the run's own settings, or set log.resume_force=true to continue anyway")
     if differ:

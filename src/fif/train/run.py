@@ -36,7 +36,6 @@ from collections.abc import Callable, Iterator
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from fif.config import public_config, to_container
 from fif.data.samples.loader import step_batches
 from fif.data.samples.mixture import MixtureSampler, batch_split
 from fif.data.samples.task_batches import task_batches
@@ -49,7 +48,7 @@ from fif.results import EVAL_EVENT_KEYS, RunResults, FILENAME as RESULTS_FILE
 from fif.runtime.device import resolve_device, seed_everything
 from fif.runtime.distributed import (SINGLE, DistContext, broadcast_object, init_distributed, launch_rank, rank_device,
                                      shard, shutdown)
-from fif.config.settings import OptimizerSettings
+from fif.config.settings import RunSettings
 from fif.tracking import FanOutTracker, JsonlTracker, build_tracker
 from fif.tracking.base import Tracker
 from fif.train.checkpoint import Checkpointer, Position, list_checkpoints
@@ -95,9 +94,12 @@ def skipped_record(counters: list, cap: int = SKIPPED_FILES_SHOWN) -> dict[str, 
 class Run:
     """The state of one run between its phases; see the module docstring for the order."""
 
-    def __init__(self, cfg: DictConfig, echo: Callable[..., object] = print, lock: RunLock | None = None) -> None:
-        """``lock``: the run folder's lock, already taken (a resume locks before reading its checkpoints)."""
+    def __init__(self, cfg: DictConfig | RunSettings, echo: Callable[..., object] = print,
+                 lock: RunLock | None = None) -> None:
+        """``cfg``: the composed config (turned into settings by ``build``) or the settings themselves;
+        ``lock``: the run folder's lock, already taken (a resume locks before reading its checkpoints)."""
         self.cfg, self.echo = cfg, echo
+        self.settings: RunSettings | None = cfg if isinstance(cfg, RunSettings) else None
         self.lock = lock  # held by rank 0 from the run folder's creation to close()
         self.dist: DistContext = SINGLE
         self.tracker: Tracker = FanOutTracker([])
@@ -171,30 +173,32 @@ class Run:
         ``run_dir``: the folder of a run being resumed (None: a new one, named by ``log.*``);
         ``keep_config``: a resumed run keeps the config.yaml it started with.
         """
-        cfg = self.cfg
-        seed_everything(int(cfg.experiment.seed))
-        device = resolve_device(str(cfg.device))
+        if self.settings is None:  # every declared key checked, every section built: once
+            self.settings = RunSettings.from_config(self.cfg)  # type: ignore[arg-type]
+        settings = self.settings
+        seed_everything(settings.experiment.seed)
+        device = resolve_device(settings.options.device)
         self.dist = init_distributed(device)  # torchrun: one process per device, rank 0 writes and prints
         self.device = rank_device(device, self.dist)
         if not self.dist.is_main:
             self.echo = _silent
-        self.skip_nonfinite_steps = OptimizerSettings.from_config(cfg).skip_nonfinite_steps
+        self.skip_nonfinite_steps = settings.optimizer.skip_nonfinite_steps
         new = run_dir is None
         if new:  # log.folder a file, not writable, a run there, another process there: refused before any read
-            run_dir = new_run_dir(cfg, self.lock) if self.dist.is_main else None
+            run_dir = new_run_dir(settings, self.lock) if self.dist.is_main else None
         self.run_dir = broadcast_object(run_dir, self.dist)  # a timestamped name is rank 0's
-        self.parts = build_components(cfg, self.device, self.dist, self.run_dir / "method", self.echo)
+        self.parts = build_components(settings, self.device, self.dist, self.run_dir / "method", self.echo)
         self.steps, self.gflops_per_sample = self.parts.plan.steps, self.parts.plan.gflops_per_sample
-        self.checkpoints = Checkpointer(self.run_dir / "checkpoints", cfg.log.keep_checkpoints,
-                                        cfg.log.checkpoint_every_steps, writer=self.dist.is_main)
-        results = RunResults.start(to_container(public_config(cfg)),
+        self.checkpoints = Checkpointer(self.run_dir / "checkpoints", settings.log.keep_checkpoints,
+                                        settings.log.checkpoint_every_steps, writer=self.dist.is_main)
+        results = RunResults.start(settings.public_dict(),
                                    {**self.parts.protocol.record(), **self.parts.scope.record()}, self.dist.world_size)
         if self.dist.is_main:  # from here on the folder is this run's: a failure is recorded in it
-            self.lock = create_run_dir(self.run_dir, cfg, write_config=not keep_config, lock=self.lock,
+            self.lock = create_run_dir(self.run_dir, settings, write_config=not keep_config, lock=self.lock,
                                        echo=self.echo, new=new)
         self.results = results
         if self.dist.is_main:
-            self.tracker = build_tracker(cfg, self.run_dir)
+            self.tracker = build_tracker(settings, self.run_dir)
             self._tracking = True
         self._announce()
         return self
@@ -304,9 +308,9 @@ class Run:
                           f"{len(skipped['skipped_corrupt_files'])} files (experiment.dataset.skip_corrupt=true; "
                           f"files in results.json)")
         results.finish(time.time() - self.start, skipped, transfer_metrics)
-        if self.cfg.log.checkpoint and self.dist.is_main:
+        if self._settings.log.checkpoint and self.dist.is_main:
             atomic_torch_save(self.run_dir / "final_model.pt", {"model": parts.method.final_state_dict(),
-                                                                "backbone": str(self.cfg.experiment.backbone.name)})
+                                                                "backbone": self._settings.experiment.backbone.name})
         self._write_results()
         self._complete_on_disk = True
         self.checkpoints.clear()  # complete: results.json is the record (log.checkpoint=true keeps the weights)
@@ -323,7 +327,7 @@ class Run:
         """
         parts, batch_size = self._parts, self._parts.settings.batch_size
         bar = tqdm(range(first_step, self.steps), desc=f"task {t + 1}/{len(parts.tasks)}", unit="step", leave=False,
-                   disable=not self.cfg.log.progress or not self.dist.is_main, dynamic_ncols=True)
+                   disable=not self._settings.log.progress or not self.dist.is_main, dynamic_ncols=True)
         plans = ((step, sampler.plan(step)) for step in range(first_step, self.steps))
         candidates = {"update": sampler.task_indices, "buffer": sampler.buffer_indices}
         batches = step_batches(parts.builder, plans, t, candidates, parts.loader, slots=shard(batch_size, self.dist))
@@ -399,7 +403,7 @@ class Run:
             return
         parts = self._parts
         skipped = {"builder": parts.builder.skipped, "suite": parts.suite.skipped}
-        state = gather_state(position, to_container(public_config(self.cfg)), parts.method, parts.buffer, parts.pool,
+        state = gather_state(position, self._settings.public_dict(), parts.method, parts.buffer, parts.pool,
                              skipped, self._results.data, self.samples_seen, time.time() - self.start, task_seconds,
                              {"steps": self.steps, "gflops_per_sample": self.gflops_per_sample})
         written = self.checkpoints.save(state, position)
@@ -411,7 +415,7 @@ class Run:
             self._results.save(self.run_dir)
 
     def _restore_method(self, state: dict[str, Any]) -> None:
-        warning = restore_method(state, self._parts.method, strict_rng=not self.cfg.log.resume_force)
+        warning = restore_method(state, self._parts.method, strict_rng=not self._settings.log.resume_force)
         if warning:
             self.echo(warning)
 
@@ -420,7 +424,7 @@ class Run:
         started = self._results.world_size
         if started == self.dist.world_size:
             return
-        if not self.cfg.log.resume_force:
+        if not self._settings.log.resume_force:
             raise FifError(f"run {self.run_dir} was started with {started} process(es) and resumes with "
                            f"{self.dist.world_size}: resume with the same world size (or log.resume_force=true)")
         self.echo(f"resuming a {started}-process run with {self.dist.world_size} processes (log.resume_force)")
@@ -435,6 +439,12 @@ class Run:
             self.steps, self.gflops_per_sample = started
 
     @property
+    def _settings(self) -> RunSettings:
+        if self.settings is None:
+            raise RuntimeError("Run.build() must come first")
+        return self.settings
+
+    @property
     def _parts(self) -> RunComponents:
         if self.parts is None:
             raise RuntimeError("Run.build() must come first")
@@ -447,19 +457,20 @@ class Run:
         return self.results
 
 
-def _lock_resumed(cfg: DictConfig, echo: Callable[..., object]) -> RunLock | None:
+def _lock_resumed(settings: RunSettings, echo: Callable[..., object]) -> RunLock | None:
     """log.resume of an existing folder: lock it before its checkpoints are read (rank 0 of torchrun only)."""
-    folder = resume_dir(cfg)
+    folder = resume_dir(settings.log)
     if folder is None or not folder.is_dir() or launch_rank() != 0:
         return None
     return RunLock.acquire(folder, echo)
 
 
-def run_experiment(cfg: DictConfig, echo: Callable[..., object] = print) -> RunOutput:
+def run_experiment(cfg: DictConfig | RunSettings, echo: Callable[..., object] = print) -> RunOutput:
     """Run one experiment end to end (or continue it, ``log.resume``) and return its folder and results."""
-    lock = _lock_resumed(cfg, echo)
+    settings = cfg if isinstance(cfg, RunSettings) else RunSettings.from_config(cfg)  # checked once, first
+    lock = _lock_resumed(settings, echo)
     try:
-        resume: ResumePlan | None = plan_resume(cfg, echo)  # log.resume: the run to continue (None: a new run)
+        resume: ResumePlan | None = plan_resume(settings, echo)  # log.resume: the run to continue (None: a new run)
     except BaseException:
         if lock is not None:
             lock.release()
@@ -469,7 +480,7 @@ def run_experiment(cfg: DictConfig, echo: Callable[..., object] = print) -> RunO
             lock.release()
         echo(f"run {resume.run_dir} is already complete (results.json): nothing to resume")
         return RunOutput(resume.run_dir, resume.finished)
-    with Run(cfg, echo, lock) as run:
+    with Run(settings, echo, lock) as run:
         state = resume.state if resume is not None else None
         run.build(resume.run_dir if resume is not None else None, keep_config=state is not None)
         if state is not None:
@@ -478,7 +489,7 @@ def run_experiment(cfg: DictConfig, echo: Callable[..., object] = print) -> RunO
             del state
         else:
             run.zero_shot()
-        if cfg.evaluation.get("zero_shot_only"):  # the reference's zeroshot_only: score, train nothing
+        if settings.evaluation.zero_shot_only:  # the reference's zeroshot_only: score, train nothing
             return run.finish()
         for t in run.remaining_tasks():
             train_seconds = run.train_task(t)

@@ -18,9 +18,7 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
-from omegaconf import DictConfig, OmegaConf
-
-from fif.config import public_config
+from fif.config.settings import RunSettings
 from fif.errors import FifError
 from fif.results import FILENAME
 from fif.utils.io import atomic_write
@@ -152,7 +150,7 @@ def refuse_existing_run(run_dir: Path) -> None:
                        f"or continue it with log.resume=true")
 
 
-def new_run_dir(cfg: DictConfig, lock: RunLock | None = None) -> Path:
+def new_run_dir(settings: RunSettings, lock: RunLock | None = None) -> Path:
     """``log.folder/log.name`` (default name: method and time), checked before any data is read.
 
     Refused: a log.folder that is a file or not writable, a folder that already holds a run, a
@@ -160,8 +158,8 @@ def new_run_dir(cfg: DictConfig, lock: RunLock | None = None) -> Path:
     Only the path: the folder is made once the run has built (``create_run_dir``), so a run that
     fails on its data leaves nothing behind.
     """
-    name = cfg.log.name or f"{cfg.continual.method}_{datetime.now():%Y%m%d-%H%M%S}"
-    folder = Path(cfg.log.folder).expanduser()
+    name = settings.log.name or f"{settings.method}_{datetime.now():%Y%m%d-%H%M%S}"
+    folder = Path(settings.log.folder).expanduser()
     run_dir = folder / str(name)
     check_writable(folder, run_dir)
     refuse_existing_run(run_dir)
@@ -170,7 +168,7 @@ def new_run_dir(cfg: DictConfig, lock: RunLock | None = None) -> Path:
     return run_dir
 
 
-def create_run_dir(run_dir: Path, cfg: DictConfig, write_config: bool = True, lock: RunLock | None = None,
+def create_run_dir(run_dir: Path, settings: RunSettings, write_config: bool = True, lock: RunLock | None = None,
                    echo: Callable[..., Any] = print, new: bool = False) -> RunLock:
     """Make the folder, lock it (or keep ``lock``, already held) and write the resolved config (secrets
     redacted) as config.yaml. Returns the lock, for the run to release when it ends.
@@ -187,8 +185,7 @@ def create_run_dir(run_dir: Path, cfg: DictConfig, write_config: bool = True, lo
         if new:
             refuse_existing_run(run_dir)
         if write_config:
-            atomic_write(run_dir / "config.yaml",
-                         lambda f: f.write(OmegaConf.to_yaml(public_config(cfg), resolve=True)))
+            atomic_write(run_dir / "config.yaml", lambda f: f.write(settings.public_yaml()))
     except BaseException:
         lock.release()
         raise

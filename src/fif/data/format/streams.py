@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from fif.config.blocks import DatasetOptions, ExperimentOptions
 from fif.errors import FifError
 
 if TYPE_CHECKING:
@@ -209,10 +210,9 @@ def _names(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else [str(v) for v in value]
 
 
-def stream_source(cfg: Any) -> str:
+def stream_source(ds: DatasetOptions) -> str:
     """How error messages name the run's stream: its file, or the dataset list it came from."""
-    ds = cfg.experiment.dataset
-    if ds.get("sequence"):
+    if ds.sequence:
         try:
             return f"stream {resolve_stream(str(ds.sequence))}"
         except FifError:
@@ -220,23 +220,23 @@ def stream_source(cfg: Any) -> str:
     return "stream experiment.dataset.name"
 
 
-def make_tasks(cfg: Any, root: str | Path,
+def make_tasks(experiment: ExperimentOptions, root: str | Path,
                registry: dict[str, DatasetSpec]) -> tuple[list[StreamEntry], list[list[StreamEntry]]]:
     """The run's stream and its tasks from ``experiment.dataset`` and ``experiment.task``."""
-    ds, task = cfg.experiment.dataset, cfg.experiment.task
-    if ds.get("sequence") and ds.get("name"):
+    ds, task = experiment.dataset, experiment.task
+    if ds.sequence and ds.name:
         raise FifError(f"experiment.dataset.sequence={ds.sequence} and experiment.dataset.name={list(_names(ds.name))} "
                        f"are both set; a stream comes from one of them (add experiment.dataset.sequence=null)")
-    if ds.get("sequence"):
+    if ds.sequence:
         source = resolve_stream(str(ds.sequence))
         entries = check_stream(read_stream(source), registry, str(source))
-    elif ds.get("name"):
-        entries = dataset_stream(_names(ds.name), root, registry, ds.get("info_dir"), bool(ds.get("tar")))
+    elif ds.name:
+        entries = dataset_stream(_names(ds.name), root, registry, ds.info_dir, ds.tar)
     else:
         raise FifError("no stream: set experiment.dataset.sequence (a stream file or shipped stream name) or "
                        "experiment.dataset.name (datasets to stream, e.g. [CIFAR100,DTD])")
-    if ds.get("sequence_reshuffle"):
-        entries = reshuffle(entries, int(cfg.experiment.seed))
-    if task.get("dataset_incremental"):
+    if ds.sequence_reshuffle:
+        entries = reshuffle(entries, experiment.seed)
+    if task.dataset_incremental:
         return entries, tasks_per_dataset(entries)
     return entries, chunk_into_tasks(entries, int(task.num))
