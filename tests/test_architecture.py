@@ -303,3 +303,21 @@ def test_the_checks_catch_planted_violations(tmp_path):
 def test_logic_lines_skip_blanks_comments_and_the_docstring(text, expected):
     function = ast.parse(text).body[0]
     assert logic_lines(function, _code_lines(text)) == expected
+
+
+# The raw config (omegaconf) stays with the command line and the config package; below them modules
+# get typed settings (fif.config.settings.RunSettings). These take the composed config at their
+# boundary and turn it into settings at once (the run; fif eval merges a run's saved config first).
+RAW_CONFIG_BOUNDARY = {"fif.train.run", "fif.train.components", "fif.tools.evaluate_model"}
+
+
+def test_only_the_command_line_and_the_config_package_read_the_raw_config():
+    readers = set()
+    for name, path in modules().items():
+        for node in ast.walk(parsed(path)):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n == "omegaconf" or n.startswith("omegaconf.") for n in names):
+                readers.add(name)
+    below = {n for n in readers if not n.startswith(("fif.cli", "fif.config"))}
+    assert below <= RAW_CONFIG_BOUNDARY, sorted(below - RAW_CONFIG_BOUNDARY)

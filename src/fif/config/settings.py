@@ -92,7 +92,10 @@ class OptimizerSettings:
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> OptimizerSettings:
-        block = OptimizerOptions.from_block(cfg.experiment.optimizer, "experiment.optimizer")
+        return cls.from_options(OptimizerOptions.from_block(cfg.experiment.optimizer, "experiment.optimizer"))
+
+    @classmethod
+    def from_options(cls, block: OptimizerOptions) -> OptimizerSettings:
         return cls(block.lr, block.weight_decay, block.clip_grad_norm or None,
                    skip_nonfinite_steps=block.skip_nonfinite_steps)
 
@@ -114,7 +117,10 @@ class ComputeSettings:
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> ComputeSettings:
-        block = ComputeOptions.from_block(cfg.experiment.get("compute"), COMPUTE_KEY)
+        return cls.from_options(ComputeOptions.from_block(cfg.experiment.get("compute"), COMPUTE_KEY))
+
+    @classmethod
+    def from_options(cls, block: ComputeOptions) -> ComputeSettings:
         return cls(fused_adamw=None if block.fused_adamw == "auto" else block.fused_adamw, tf32=block.tf32,
                    compile=block.compile, grad_checkpointing=block.grad_checkpointing)
 
@@ -133,7 +139,10 @@ class TaskSettings:
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> TaskSettings:
-        block = TaskOptions.from_block(cfg.experiment.task, "experiment.task")
+        return cls.from_options(TaskOptions.from_block(cfg.experiment.task, "experiment.task"))
+
+    @classmethod
+    def from_options(cls, block: TaskOptions) -> TaskSettings:
         return cls(block.num, block.batch_size, block.n_samples)
 
     @property
@@ -162,7 +171,12 @@ class BudgetSettings:
     @classmethod
     def from_config(cls, cfg: DictConfig) -> BudgetSettings:
         """The validated block (absent: no budget)."""
-        block, key = BudgetOptions.from_block(cfg.experiment.task.get("budget"), BUDGET_KEY), BUDGET_KEY
+        return cls.from_options(BudgetOptions.from_block(cfg.experiment.task.get("budget"), BUDGET_KEY))
+
+    @classmethod
+    def from_options(cls, block: BudgetOptions) -> BudgetSettings:
+        """A unit needs an amount."""
+        key = BUDGET_KEY
         if block.unit is not None and block.amount is None:
             raise FifError(f"{key}.amount=None is not valid: {key}.unit={block.unit} needs a finite number > 0 "
                            f"(e.g. 1420 full-finetuning steps per task)")
@@ -218,11 +232,17 @@ class SchedulerSettings:
         itself: Schedule.from_config is a Schedule)."""
         node = cfg.experiment.scheduler
         block = SchedulerOptions.from_block(node, SCHEDULER_KEY)
-        ratio = node.get("cosine_lr_mul")  # configs of older versions; the key is now an alias (fif.config.reference_keys)
+        optimizer = OptimizerOptions.from_block(cfg.experiment.optimizer, "experiment.optimizer")
+        return cls.from_options(block, optimizer.lr, node.get("cosine_lr_mul"))
+
+    @classmethod
+    def from_options(cls: type[_Scheduler], block: SchedulerOptions, lr: float,
+                     cosine_lr_mul: Any = None) -> _Scheduler:
+        """``cosine_lr_mul``: min_lr_ratio's name in configs of older versions (now a reference alias)."""
+        ratio = cosine_lr_mul
         if ratio is not None:
             number(ratio, f"{SCHEDULER_KEY}.cosine_lr_mul", 0)
-        optimizer = OptimizerOptions.from_block(cfg.experiment.optimizer, "experiment.optimizer")
-        return cls(name=block.name, lr=optimizer.lr, warmup=block.warmup, cooldown=block.cooldown,
+        return cls(name=block.name, lr=lr, warmup=block.warmup, cooldown=block.cooldown,
                    cooldown_shape=block.cooldown_shape,
                    min_lr_ratio=float(ratio) if ratio is not None else block.min_lr_ratio, meta=block.meta,
                    recovery_mode=block.recovery_mode, wsd_decay=block.wsd.decay,
@@ -262,10 +282,12 @@ class RunSettings:
             known = ", ".join(key.split(".", 1)[1] for key in DECLARED if key.startswith("continual."))
             raise FifError(f"continual.method={method!r} is not a known method (expected one of: {known})")
         method_options = declared.from_block(cfg.continual.get(method), f"continual.{method}", owner=method)
-        mini = cfg.get("mini")
-        return cls(options, TaskSettings.from_config(cfg), BudgetSettings.from_config(cfg),
-                   OptimizerSettings.from_config(cfg), ComputeSettings.from_config(cfg),
-                   SchedulerSettings.from_config(cfg), method, method_options,
+        mini, experiment = cfg.get("mini"), options.experiment
+        scheduler = SchedulerSettings.from_options(experiment.scheduler, experiment.optimizer.lr,
+                                                   cfg.experiment.scheduler.get("cosine_lr_mul"))
+        return cls(options, TaskSettings.from_options(experiment.task), BudgetSettings.from_options(experiment.task.budget),
+                   OptimizerSettings.from_options(experiment.optimizer), ComputeSettings.from_options(experiment.compute),
+                   scheduler, method, method_options,
                    int(mini.seed) if mini is not None else None, cfg)
 
     @property

@@ -13,7 +13,6 @@ from typing import Any
 from collections.abc import Callable
 
 import torch
-from omegaconf import ListConfig
 from torch import nn
 
 from fif.config.options import Options, option
@@ -105,7 +104,7 @@ class _TargetReader:
 
     def attention(self) -> tuple[str, ...]:
         attention = self.options.attention
-        attention = list(attention) if isinstance(attention, (list, tuple, ListConfig)) else None
+        attention = list(attention) if isinstance(attention, (list, tuple)) else None
         if attention is None or not set(attention) <= set(ATTENTION_TARGETS) or len(set(attention)) != len(attention):
             raise self.bad("attention", f"a list of distinct targets out of {list(ATTENTION_TARGETS)}, e.g. [k, v]")
         return tuple(t for t in ATTENTION_TARGETS if t in attention)
@@ -114,13 +113,13 @@ class _TargetReader:
         value = self.options.mlp
         if isinstance(value, bool):
             return MLP_LAYERS if value else ()
-        if isinstance(value, (list, tuple, ListConfig)) and set(value) <= set(MLP_LAYERS) and len(set(value)) == len(value):
+        if isinstance(value, (list, tuple)) and set(value) <= set(MLP_LAYERS) and len(set(value)) == len(value):
             return tuple(name for name in MLP_LAYERS if name in value)
         raise self.bad("mlp", f"true, false or a list of distinct layers out of {list(MLP_LAYERS)}, e.g. [c_proj]")
 
     def blocks(self) -> Any:
         blocks = self.options.blocks
-        blocks = list(blocks) if isinstance(blocks, (ListConfig, tuple)) else blocks
+        blocks = list(blocks) if isinstance(blocks, tuple) else blocks
         block_indices(blocks, None, self.key)  # syntax now; ranges per tower at install
         return blocks
 
