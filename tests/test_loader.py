@@ -134,7 +134,7 @@ def test_train_workers_values(mini_root):
     for bad in (-1, "many", 1.5):
         with pytest.raises(FifError, match=r"experiment.dataset.train_workers=.*expected auto or an integer >= 0"):
             resolve_workers(bad, cpu)
-    with pytest.raises(FifError, match="experiment.dataset.prefetch=0: expected an integer >= 1"):
+    with pytest.raises(FifError, match="experiment.dataset.prefetch=0 is not valid: expected a whole number >= 1"):
         run_experiment(compose(["experiment.dataset.prefetch=0"]), echo=lambda *_: None)
 
 
