@@ -156,3 +156,24 @@ def test_a_declared_option_refuses_what_its_declaration_refuses_in_one_line(meth
         METHODS[method].Options.from_block(block, f"continual.{method}", owner=method)
     message = str(error.value)
     assert "\n" not in message and re.match(rf"{re.escape(key)}=", message), message
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_the_readme_tables_name_only_declared_keys_and_registered_methods():
+    """The README's key table and method table are prose around the declarations: every key they name
+    must exist (a renamed or removed option fails here), every method row must be registered."""
+    text = README.read_text()
+    declared = {key for key, _, _ in RunOptions.rows("")}
+    for cls_key, options in DECLARED.items():
+        declared |= {key for key, _, _ in options.rows(cls_key)}
+    prefixes = tuple(f"{block}." for block in ("experiment", "evaluation", "log", "continual"))
+    named = set()
+    for cell in re.findall(r"^\| `([a-z_.{},]+)` \|", text, flags=re.M):
+        if cell.startswith(prefixes):
+            stem, _, group = cell.partition("{")
+            named |= {stem + part for part in group.rstrip("}").split(",")} if group else {cell}
+    assert named and named <= declared, sorted(named - declared)
+    methods = set(re.findall(r"^\| `([a-z_]+)` \| ", text[text.index("## Update methods"):], flags=re.M))
+    assert methods == set(METHODS), sorted(methods ^ set(METHODS))
