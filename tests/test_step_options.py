@@ -215,6 +215,7 @@ def test_a_compiled_step_equals_the_plain_step(mini):
 DDP_SCRIPT = '''
 import copy, sys, torch
 from fif.config import compose
+from fif.config.settings import RunSettings
 from fif.data.samples.batches import Batch
 from fif.methods import TaskInfo, apply_compute, build_method
 from fif.models.backbone import build_backbone
