@@ -49,13 +49,21 @@ def test_a_block_takes_its_defaults_and_checks_each_value():
              ("count", True): "x.count=True is not valid: expected a whole number >= 1",
              ("size", 1): "x.size=1 is not valid: expected null (the batch size) or a whole number >= 2",
              ("mode", "c"): "x.mode='c' is not valid: expected one of a, b",
-             ("flag", "yes"): "x.flag='yes' is not valid: expected true or false"}
+             ("flag", "yes"): "x.flag='yes' is not valid: expected true or false",
+             ("mode", 1): "x.mode=1 is not valid: expected one of a, b"}
     for (name, value), message in cases.items():
         with pytest.raises(FifError) as error:
             Example.from_block({name: value}, "x")
         assert str(error.value) == message
     with pytest.raises(FifError, match=r"^x\.sise is not an option of owner \(expected one of: flag, rate, "):
         Example.from_block({"sise": 3}, "x", owner="owner")
+
+
+def test_a_choice_of_true_false_and_auto_takes_no_number():
+    for value in (1, 0, 1.0):
+        with pytest.raises(FifError, match=rf"^experiment\.compute\.fused_adamw={value!r} is not valid: expected auto, "):
+            check_run_options({"experiment": {"compute": {"fused_adamw": value}}})
+    assert check_run_options({"experiment": {"compute": {"fused_adamw": True}}}).experiment.compute.fused_adamw is True
 
 
 def test_every_method_declares_its_block_and_composition_holds_the_defaults():

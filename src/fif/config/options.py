@@ -105,7 +105,7 @@ def check(spec: Spec, value: Any, key: str) -> Any:
     if spec.kind == "flag":
         ok = isinstance(value, bool)
     elif spec.kind == "choice":
-        ok = value in spec.choices and not (isinstance(value, bool) and not any(c is value for c in spec.choices))
+        ok = any(c == value and type(c) is type(value) for c in spec.choices)  # 1 is not true, 1.0 not 1
     elif spec.kind in ("number", "whole"):
         ok = _in_range(spec, value)
         if ok:
