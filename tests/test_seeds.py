@@ -33,13 +33,16 @@ RUNS = {  # seed 1 and 2 also differ in keys that cannot change the numbers (pre
 
 
 @pytest.fixture(scope="module")
-def seed_runs(tmp_path_factory: pytest.TempPathFactory, mini_root: Path) -> Path:
-    """Four real runs of two tasks with one optimizer step each, in one folder."""
+def seed_runs(tmp_path_factory: pytest.TempPathFactory, registry: Path) -> Path:
+    """Four real runs of two tasks with one optimizer step each, in one folder, on the 3-dataset registry
+    cut from the mini benchmark (conftest): the aggregation reads results.json, whatever the datasets."""
     from fif.config import compose
     from fif.train.run import run_experiment
 
     folder = tmp_path_factory.mktemp("seed_runs")
-    base = ["experiment.task.num=2", "experiment.task.n_samples=128", "log.progress=false",
+    base = [f"experiment.dataset.registry={registry}", "experiment.dataset.sequence=null",
+            "experiment.dataset.name=[SPRITES2D,COUNTING]", "experiment.dataset.pool_shards=1",
+            "experiment.task.num=2", "experiment.task.n_samples=128", "log.progress=false",
             "log.keep_checkpoints=0", f"log.folder={folder}"]
     for name, overrides in RUNS.items():
         run_experiment(compose([*base, f"log.name={name}", *overrides]), echo=lambda *_: None)
