@@ -31,13 +31,12 @@ from fif.budget.archs import fake_clone, input_batch
 from fif.budget.flops import flop_counter, mha_fastpath_off
 from fif.budget.memory import MemoryBreakdown, SavedTensorMeter, cuda_peak_bytes, static_bytes, storage_bytes
 from fif.data.samples.batches import Batch
+from fif.config.blocks import MEMORY_SOURCES, PRECISIONS
 from fif.config.settings import RunSettings
 from fif.errors import FifError
 from fif.methods import TaskInfo, build_method
 from fif.methods.base import ContinualMethod, GradientMethod
 
-PRECISIONS = ("fp32", "bf16")
-MEMORY_SOURCES = ("count", "allocator")
 
 
 @dataclass(frozen=True)

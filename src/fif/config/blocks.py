@@ -18,9 +18,15 @@ from fif.errors import FifError
 
 MAX_SEED = 2**32 - 1  # np.random.seed's range (fif.runtime.device.seed_everything seeds NumPy with it)
 BUDGET_UNITS = ("fullft_steps", "maf")
-SCHEDULES = ("constant", "cosine_with_linear_warmup", "warmup_stable_cooldown", "rsqrt",
-             "cosine_with_linear_warmup_and_recovery", "cosine_with_linear_warmup_and_dynamic_recovery",
-             "rsqrt_with_recovery", "wsd")
+PRECISIONS = ("fp32", "bf16")  # activations counted as a CPU run (fp32) or a CUDA AMP step (bf16)
+MEMORY_SOURCES = ("count", "allocator")  # peak memory counted from tensors, or the CUDA allocator's
+WITHIN_TASK = ("constant", "cosine_with_linear_warmup", "warmup_stable_cooldown", "rsqrt")
+STREAM = ("cosine_with_linear_warmup_and_recovery", "cosine_with_linear_warmup_and_dynamic_recovery",
+          "rsqrt_with_recovery", "wsd")
+SCHEDULES = WITHIN_TASK + STREAM
+META = ("constant", "linear", "cosine", "rsqrt")
+RECOVERY_MODES = ("autoregressive", "continued", "recovered")
+COOLDOWN_SHAPES = ("linear", "1-sqrt")
 
 
 @dataclass(frozen=True)
@@ -49,9 +55,9 @@ class BudgetOptions(Options):
                                   "steps of 512)", kind="number", minimum=0.0, exclusive_min=True)
     charge_end_of_task: bool = option(True, "take once-per-task compute (EWC's Fisher pass) out of each task's budget")
     precision: str = option("auto", "activations in the CPU count: auto (as the run trains: bf16 on cuda, fp32 on "
-                            "cpu) | fp32 | bf16", choices=("auto", "fp32", "bf16"))
+                            "cpu) | fp32 | bf16", choices=("auto", *PRECISIONS))
     memory: str = option("auto", "peak memory: auto (cuda: allocator peak of a real step; cpu: counted) | count | "
-                         "allocator", choices=("auto", "count", "allocator"))
+                         "allocator", choices=("auto", *MEMORY_SOURCES))
 
 
 @dataclass(frozen=True)
@@ -179,13 +185,13 @@ class SchedulerOptions(Options):
     cooldown: float = option(0.1, "warmup_stable_cooldown, rsqrt(_with_recovery), wsd.task_cooldown: last fraction "
                              "(< 1) or steps of a task", minimum=0.0)
     cooldown_shape: str = option("linear", "warmup_stable_cooldown and wsd cooldowns/decay: linear | 1-sqrt (rsqrt "
-                                 "cools linearly to 0, as the reference)", choices=("linear", "1-sqrt"))
+                                 "cools linearly to 0, as the reference)", choices=COOLDOWN_SHAPES)
     min_lr_ratio: float = option(1.0e-3, "floor of every decay: experiment.optimizer.lr * this", minimum=0.0,
                                  maximum=1.0)
     meta: str = option("constant", "peak of task t across the stream (within-task names only): constant (re-warm to lr "
-                       "every task) | linear | cosine | rsqrt", choices=("constant", "linear", "cosine", "rsqrt"))
+                       "every task) | linear | cosine | rsqrt", choices=META)
     recovery_mode: str = option("autoregressive", "rsqrt_with_recovery: autoregressive | continued | recovered; the "
-                                "cosine recoveries: autoregressive", choices=("autoregressive", "continued", "recovered"))
+                                "cosine recoveries: autoregressive", choices=RECOVERY_MODES)
     wsd: WSDOptions = block(WSDOptions, "warmup-stable-decay")
     tolerated: ClassVar[tuple[str, ...]] = ("cosine_lr_mul",)  # configs of older versions (now a reference alias)
 

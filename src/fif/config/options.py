@@ -7,7 +7,7 @@ An options block is a frozen dataclass deriving from ``Options`` whose fields ar
 - the one-line range errors (``from_block``: one checker, ``check``, for flags, numbers, whole
   numbers, fractions and choices; a block's rules across fields go in ``validate``),
 - the documentation tables (``rows``: key, default, what it means; docs/options.md is generated),
-- the bad-value tests (``out_of_range`` values drawn from each declared range).
+- the bad-value tests (tests/test_options.py draws values outside each declared range).
 
 Blocks that plugins declare (each method's ``continual.<name>``, fif.methods.registry) are kept in
 ``DECLARED``, which composition reads; this module imports nothing above the config layer.
@@ -216,18 +216,3 @@ DECLARED: dict[str, type[Options]] = {}  # dotted key (continual.lora) -> its op
 def declare(key: str, options: type[Options]) -> None:
     """Make ``key`` a block of the composed config, with ``options``' defaults (a method's registration)."""
     DECLARED[key] = options
-
-
-def out_of_range(spec: Spec) -> list[Any]:
-    """Values the declaration refuses (for the bad-value tests): beyond each bound, nan, inf, a bool."""
-    if spec.kind not in ("number", "whole"):
-        return [] if spec.kind != "choice" else ["not-a-choice"]
-    step = 1 if spec.kind == "whole" else 1e-6
-    bad: list[Any] = [True]
-    if spec.kind == "number":
-        bad += [math.nan, math.inf]
-    if spec.minimum is not None:
-        bad.append(spec.minimum if spec.exclusive_min else spec.minimum - step)
-    if spec.maximum is not None:
-        bad.append(spec.maximum if spec.exclusive_max else spec.maximum + step)
-    return bad

@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from omegaconf import DictConfig
 
-from fif.config.blocks import (BudgetOptions, ComputeOptions, EvaluationOptions, ExperimentOptions, LogOptions,
+from fif.config.blocks import (BUDGET_UNITS, COOLDOWN_SHAPES, META, RECOVERY_MODES, SCHEDULES, STREAM, WITHIN_TASK,
+                               BudgetOptions, ComputeOptions, EvaluationOptions, ExperimentOptions, LogOptions,
                                OptimizerOptions, RunOptions, SchedulerOptions, TaskOptions, check_run_options)
+from fif.config.blocks import MEMORY_SOURCES, PRECISIONS  # noqa: F401 - kept importable from here
 from fif.config.compose import public_config, to_container
 from fif.config.options import DECLARED, Options
 from fif.config.plugins import load_plugins
@@ -26,22 +28,14 @@ if TYPE_CHECKING:
 
 # experiment.task.budget: what the budget is stated in, and how a step is profiled (fif.budget).
 BUDGET_KEY = "experiment.task.budget"
-UNITS = ("fullft_steps", "maf")
-PRECISIONS = ("fp32", "bf16")  # activations counted as a CPU run (fp32) or a CUDA AMP step (bf16)
-MEMORY_SOURCES = ("count", "allocator")  # peak memory counted from tensors, or the CUDA allocator's
+UNITS = BUDGET_UNITS
 
 # experiment.compute: how the model step runs on the device (fused AdamW, TF32, compile, checkpointing).
 COMPUTE_KEY = "experiment.compute"
 
 # experiment.scheduler: the schedule names and options fif.optim.schedules implements.
 SCHEDULER_KEY = "experiment.scheduler"
-WITHIN_TASK = ("constant", "cosine_with_linear_warmup", "warmup_stable_cooldown", "rsqrt")
-STREAM = ("cosine_with_linear_warmup_and_recovery", "cosine_with_linear_warmup_and_dynamic_recovery",
-          "rsqrt_with_recovery", "wsd")
-SCHEDULES = WITHIN_TASK + STREAM
-META = ("constant", "linear", "cosine", "rsqrt")
-RECOVERY_MODES = ("autoregressive", "continued", "recovered")
-COOLDOWN_SHAPES = ("linear", "1-sqrt")
+# (the choices themselves are declared with their options: fif.config.blocks)
 
 _Scheduler = TypeVar("_Scheduler", bound="SchedulerSettings")
 
@@ -56,13 +50,6 @@ def number(value: object, key: str, minimum: float | None = None, strict: bool =
         bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum:g}"
         raise FifError(f"{key}={value!r} is not valid: expected {expected}{bound}")
     return float(value)
-
-
-def whole(value: object, key: str, minimum: int = 0, expected: str = "a whole number") -> int:
-    """``value`` as an int; a bool, a float, a string or a value below ``minimum`` is a one-line error."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise FifError(f"{key}={value!r} is not valid: expected {expected} >= {minimum}")
-    return value
 
 
 def _choice(value: Any, key: str, allowed: tuple[str, ...], expected: str | None = None) -> str:
