@@ -47,6 +47,14 @@ def registry(mini_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def small(registry: Path) -> list[str]:
+    """Overrides that stream the two adaptation datasets of the 3-dataset registry: for tests of a run's
+    mechanics (phases, resume, DDP, trackers), where evaluating all 14 mini datasets only costs time."""
+    return [f"experiment.dataset.registry={registry}", "experiment.dataset.sequence=null",
+            "experiment.dataset.name=[SPRITES2D,COUNTING]"]
+
+
 @pytest.fixture(scope="module")
 def mini():
     """The shipped mini CLIP and one fixed batch of 8 random images with captions (one per test module:

@@ -14,8 +14,14 @@ import torch
 from conftest import read_results, run_cli
 from fif.runtime.distributed import DistContext, shard
 
-OVERRIDES = ["experiment.task.num=2", "experiment.task.n_samples=256", "experiment.task.batch_size=32",
-             "log.progress=false", "log.checkpoint=true", "device=cpu"]
+SHORT = ["experiment.task.num=2", "experiment.task.n_samples=256", "experiment.task.batch_size=32",
+         "log.progress=false", "log.checkpoint=true", "device=cpu"]
+
+
+@pytest.fixture(scope="module")
+def overrides(small: list[str]) -> list[str]:
+    """A short run on the 3-dataset registry (conftest): sharding does not depend on which datasets."""
+    return [*SHORT, *small]
 
 
 def _free_port() -> int:
@@ -43,11 +49,11 @@ def test_shards_cover_the_batch_in_order():
 
 
 @pytest.fixture(scope="module")
-def one_and_two_processes(tmp_path_factory, mini_root) -> tuple[Path, Path]:
+def one_and_two_processes(tmp_path_factory, overrides) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("ddp")
-    single = run_cli("run", *OVERRIDES, f"log.folder={folder}", "log.name=one")
+    single = run_cli("run", *overrides, f"log.folder={folder}", "log.name=one")
     assert single.returncode == 0, single.stderr[-3000:]
-    double = _torchrun(2, "run", *OVERRIDES, f"log.folder={folder}", "log.name=two")
+    double = _torchrun(2, "run", *overrides, f"log.folder={folder}", "log.name=two")
     assert double.returncode == 0, double.stderr[-3000:]
     return folder / "one", folder / "two"
 
@@ -78,20 +84,20 @@ def test_only_rank_zero_writes(one_and_two_processes):
     assert (two / "results.json").is_file() and (two / "events.jsonl").is_file()
 
 
-def test_batch_must_split_evenly(tmp_path, mini_root):
-    result = _torchrun(2, "run", *OVERRIDES, "experiment.task.batch_size=33", f"log.folder={tmp_path}")
+def test_batch_must_split_evenly(tmp_path, overrides):
+    result = _torchrun(2, "run", *overrides, "experiment.task.batch_size=33", f"log.folder={tmp_path}")
     assert result.returncode != 0
     assert "must be divisible by the number of processes (2)" in result.stdout + result.stderr
 
 
-def test_a_killed_two_process_run_resumes_bit_identically(one_and_two_processes, tmp_path):
+def test_a_killed_two_process_run_resumes_bit_identically(one_and_two_processes, overrides, tmp_path):
     from fif.train.resume import without_timing
 
     _, two = one_and_two_processes
-    killed = _torchrun_env({"FIF_KILL_AFTER_CHECKPOINT": "3"}, 2, "run", *OVERRIDES, f"log.folder={tmp_path}",
+    killed = _torchrun_env({"FIF_KILL_AFTER_CHECKPOINT": "3"}, 2, "run", *overrides, f"log.folder={tmp_path}",
                            "log.name=two", "log.checkpoint_every_steps=3")
     assert killed.returncode != 0 and read_results(tmp_path / "two")["status"] == "running"
-    resumed = _torchrun(2, "run", *OVERRIDES, f"log.folder={tmp_path}", "log.name=two",
+    resumed = _torchrun(2, "run", *overrides, f"log.folder={tmp_path}", "log.name=two",
                         "log.checkpoint_every_steps=3", "log.resume=true")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stdout
@@ -99,11 +105,11 @@ def test_a_killed_two_process_run_resumes_bit_identically(one_and_two_processes,
     assert without_timing(got) == without_timing(expected)
 
 
-def test_resume_refuses_another_world_size(tmp_path, mini_root):
-    killed = _torchrun_env({"FIF_KILL_AFTER_CHECKPOINT": "3"}, 2, "run", *OVERRIDES, f"log.folder={tmp_path}",
+def test_resume_refuses_another_world_size(tmp_path, overrides):
+    killed = _torchrun_env({"FIF_KILL_AFTER_CHECKPOINT": "3"}, 2, "run", *overrides, f"log.folder={tmp_path}",
                            "log.name=r", "log.checkpoint_every_steps=3")
     assert killed.returncode != 0
-    single = run_cli("run", *OVERRIDES, f"log.folder={tmp_path}", "log.name=r", "log.resume=true",
+    single = run_cli("run", *overrides, f"log.folder={tmp_path}", "log.name=r", "log.resume=true",
                      "log.checkpoint_every_steps=3")
     assert single.returncode == 2
     assert "was started with 2 process(es) and resumes with 1: resume with the same world size" in single.stderr

@@ -25,8 +25,12 @@ def quiet(*args, **kwargs) -> None:
     return None
 
 
-def _cfg(tmp_path: Path, name: str, *extra: str):
-    return compose([*SHORT, f"log.folder={tmp_path}", f"log.name={name}", *extra])
+@pytest.fixture(scope="module")
+def make_cfg(small: list[str]):
+    """A short run's config on the 3-dataset registry (conftest): the phases do not depend on the datasets."""
+    def make(tmp_path: Path, name: str, *extra: str):
+        return compose([*SHORT, *small, f"log.folder={tmp_path}", f"log.name={name}", *extra])
+    return make
 
 
 def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -34,13 +38,13 @@ def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def whole(tmp_path_factory, mini_root) -> dict:
+def whole(tmp_path_factory, make_cfg) -> dict:
     """The results of the same short run made whole (run_experiment), to compare the phases with."""
-    return run_experiment(_cfg(tmp_path_factory.mktemp("whole"), "whole"), quiet).results
+    return run_experiment(make_cfg(tmp_path_factory.mktemp("whole"), "whole"), quiet).results
 
 
-def test_build_alone_writes_the_config_but_no_results(tmp_path, mini_root):
-    with Run(_cfg(tmp_path, "built"), quiet) as run:
+def test_build_alone_writes_the_config_but_no_results(tmp_path, make_cfg, mini_root):
+    with Run(make_cfg(tmp_path, "built"), quiet) as run:
         run.build()
         assert run.steps == 256 // 64 and run.parts is not None and len(run.parts.tasks) == 2
         assert list(run.remaining_tasks()) == [0, 1]
@@ -50,8 +54,8 @@ def test_build_alone_writes_the_config_but_no_results(tmp_path, mini_root):
     assert events == ["start", "budget"]
 
 
-def test_one_task_trains_without_any_evaluation(tmp_path, mini_root, monkeypatch):
-    with Run(_cfg(tmp_path, "train_only", "log.keep_checkpoints=0"), quiet) as run:
+def test_one_task_trains_without_any_evaluation(tmp_path, make_cfg, mini_root, monkeypatch):
+    with Run(make_cfg(tmp_path, "train_only", "log.keep_checkpoints=0"), quiet) as run:
         run.build()
         method = run.parts.method
         evaluated = []
@@ -66,9 +70,9 @@ def test_one_task_trains_without_any_evaluation(tmp_path, mini_root, monkeypatch
     assert run.results.tasks == [] and not (tmp_path / "train_only" / "results.json").exists()
 
 
-def test_phases_and_a_restore_equal_a_whole_run(tmp_path, whole):
+def test_phases_and_a_restore_equal_a_whole_run(tmp_path, make_cfg, whole):
     """build, zero_shot, train_task, evaluate, record; then a second Run: build, restore, continue, finish."""
-    cfg = _cfg(tmp_path, "restored")
+    cfg = make_cfg(tmp_path, "restored")
     with Run(cfg, quiet) as first:
         first.build()
         zero = first.zero_shot()
@@ -90,8 +94,8 @@ def test_phases_and_a_restore_equal_a_whole_run(tmp_path, whole):
     assert resumed["averaged"] == whole["averaged"] and resumed["status"] == "complete"
 
 
-def test_a_failing_phase_still_closes_the_trackers(tmp_path, mini_root, monkeypatch):
-    run = Run(_cfg(tmp_path, "failing"), quiet)
+def test_a_failing_phase_still_closes_the_trackers(tmp_path, make_cfg, mini_root, monkeypatch):
+    run = Run(make_cfg(tmp_path, "failing"), quiet)
     with pytest.raises(RuntimeError, match="step failed"):
         with run:
             run.build()
