@@ -49,8 +49,8 @@ def test_bad_sweeps_are_one_line_errors_before_any_run(overrides, culprit):
     assert culprit in str(error.value) and "\n" not in str(error.value)
 
 
-def test_two_methods_give_two_run_folders_and_one_table(tmp_path, mini_root):
-    result = run_cli("run", "-m", "continual.method=finetune,bitfit", *SHORT, f"log.folder={tmp_path}", "log.name=sw")
+def test_two_methods_give_two_run_folders_and_one_table(tmp_path, small):
+    result = run_cli("run", "-m", "continual.method=finetune,bitfit", *SHORT, *small, f"log.folder={tmp_path}", "log.name=sw")
     assert result.returncode == 0, result.stderr
     sweep = tmp_path / "sw"
     runs = {p.name: read_results(p) for p in sweep.iterdir() if p.is_dir()}
