@@ -33,15 +33,22 @@ COOLDOWN_SHAPES = ("linear", "1-sqrt")
 class BackboneOptions(Options):
     """``experiment.backbone``: which CLIP, from which weights."""
 
-    name: str = option("openclip_vit_b32", "mini_clip | openclip_vit_b32 | openclip_vit_b16 | openclip_vit_l14 | ... | "
-                       "local-dir:/path | hf-hub:ORG/REPO")
-    checkpoint: str | None = option(None, "local weights file (.pt/.safetensors) or open_clip local-dir folder",
+    name: str = option("openclip_vit_b32", "mini_clip | openclip_vit_b32 | openclip_vit_b16 | openclip_vit_l14 | "
+                       "openclip_vit_h14 | openclip_vit_g14 | openclip_vit_bigg14 | openclip_convnext_base | "
+                       "openclip_convnext_base_w | openclip_convnext_large_d | local-dir:/path (an open_clip local-dir "
+                       "folder) | hf-hub:ORG/REPO; named backbones download their open_clip weights on first use "
+                       "(docs/weights.md)")
+    checkpoint: str | None = option(None, "local weights file (.pt, .bin, .safetensors, or a run's final_model.pt) or "
+                                    "open_clip local-dir folder",
                                     kind="any")
     cache_dir: str | None = option(None, "open_clip / Hugging Face hub cache (null: huggingface_hub's default); "
-                                   "missing weights are downloaded unless HF_HUB_OFFLINE=1 (docs/weights.md)", kind="any")
-    pretrained: bool = option(True, "false: random weights (profiling only)")
-    freeze_features: bool = option(False, "true: locked-image, the image tower (visual.*) is frozen (reference name)")
-    freeze_head: bool = option(False, "true: locked-text, the text tower and logit_scale are frozen (reference name)")
+                                   "missing weights are downloaded there unless HF_HUB_OFFLINE=1; a cache filled by `fif "
+                                   "weights fetch` records and checks SHA-256 (docs/weights.md)", kind="any")
+    pretrained: bool = option(True, "false: build the architecture with random weights (profiling only)")
+    freeze_features: bool = option(False, "true: locked-image, the image tower (every visual.*) is frozen, for "
+                                    "every gradient method (reference name)")
+    freeze_head: bool = option(False, "true: locked-text, everything but the image tower (logit_scale included) is "
+                                "frozen, for every gradient method (reference name)")
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,8 @@ class BudgetOptions(Options):
     """``experiment.task.budget``: compute per task (fif.budget, docs/budget.md): equal cost, not equal steps."""
 
     unit: str | None = option(None, "null: n_samples sets the steps | fullft_steps: the steps full finetuning would "
-                              "get (reference) | maf: MAF-GFLOPs", kind="choice", choices=BUDGET_UNITS,
+                              "get (reference) | maf: MAF-GFLOPs; the method gets floor(budget / its cost per step) steps "
+                              "(docs/budget.md)", kind="choice", choices=BUDGET_UNITS,
                               null_means="n_samples sets the steps")
     amount: float | None = option(None, "budget per task in that unit, e.g. 1420 (fullft_steps: the reference's 1420 "
                                   "steps of 512)", kind="number", minimum=0.0, exclusive_min=True)
@@ -64,11 +72,12 @@ class BudgetOptions(Options):
 class TaskOptions(Options):
     """``experiment.task``: how the stream is cut into tasks and what each task trains on."""
 
-    num: int = option(20, "number of tasks the stream is chunked into", minimum=1)
+    num: int = option(20, "number of tasks the stream is chunked into (the first len % num tasks get one class "
+                      "more)", minimum=1)
     dataset_incremental: bool = option(False, "true: one task per dataset (order of first appearance); ignores num")
     batch_size: int = option(512, "training batch size (update + buffer + pretraining shares together)", minimum=1)
-    n_samples: int = option(727040, "samples per task (update + buffer + pretraining shares together); a budget.unit "
-                            "replaces it", minimum=1)
+    n_samples: int = option(727040, "samples per task (update + buffer + pretraining shares together): n_samples // "
+                            "batch_size steps, unless a budget.unit is set", minimum=1)
     budget: BudgetOptions = block(BudgetOptions, "compute budget per task")
 
 
@@ -78,14 +87,17 @@ class MixtureOptions(Options):
 
     pretraining: float = option(0.33, "share of the pretraining pool", minimum=0.0, says="a finite share >= 0")
     update: float = option(0.34, "share of the current task's data", minimum=0.0, says="a finite share >= 0")
-    buffer: float = option(0.33, "share of the replay buffer (earlier tasks)", minimum=0.0, says="a finite share >= 0")
+    buffer: float = option(0.33, "share of the replay buffer (earlier tasks); task 1 hands the empty buffer's share "
+                           "to the others (the reference's split: 512 -> 169/175/168)", minimum=0.0, says="a finite share >= 0")
 
 
 @dataclass(frozen=True)
 class BufferOptions(Options):
     """``experiment.dataset.buffer``: which earlier samples the buffer share draws from."""
 
-    policy: str = option("all", "all (reference: every earlier task's samples) | reservoir | class_balanced",
+    policy: str = option("all", "all (the reference: every sample of every earlier task, held as indices) | "
+                         "reservoir (a uniform random subset of size) | class_balanced (equal slots per class seen, "
+                         "evicting from the largest class)",
                          choices=("all", "reservoir", "class_balanced"))
     size: int | None = option(None, "most samples held (reservoir / class_balanced only); null with policy all",
                               kind="whole", minimum=1, null_means="policy all")
@@ -96,37 +108,48 @@ class DatasetOptions(Options):
     """``experiment.dataset``: where the data is, which stream, how samples are read and mixed."""
 
     root: str | None = option(None, "FiF data root; null with experiment=mini: the generated mini benchmark", kind="any")
-    info_dir: str | None = option(None, "per-split info files; null: ROOT/00_info", kind="any")
+    info_dir: str | None = option(None, "folder of <FOLDER>_<split>.json info files; null: ROOT/00_info", kind="any")
     registry: str | None = option(None, "datasets.json-format file; fif: built-in FiF registry; null: "
                                   "ROOT/datasets.json if present, else built-in", kind="any")
-    sequence: str | None = option(None, "stream file (JSON list of \"FOLDER+++classname\") or a shipped stream's name",
+    sequence: str | None = option(None, "stream file (JSON list of \"FOLDER+++classname\"; folders or reference handles "
+                                  "such as cifar100+++apple) or a shipped stream's name: the reference's 29 and the "
+                                  "mini's; `fif streams list` shows them (docs/streams.md)",
                                   kind="any")
-    name: Any = option(None, "no sequence: stream these datasets' classes, e.g. [CIFAR100,DTD] (folders or handles)",
+    name: Any = option(None, "with sequence=null: stream every class of these datasets, dataset after dataset, "
+                       "e.g. [CIFAR100,DTD] (folders or handles; classes read from the train split)",
                        kind="any")
     adapt_on: Any = option(None, "evaluation-only datasets made adaptation datasets of this run, so they may be "
                            "streamed (counted in A_KA), e.g. [caltech101] (the reference's simple_finetune)",
                            kind="any")
     sequence_reshuffle: bool = option(False, "shuffle the stream's classes by experiment.seed (the reference's numpy "
                                       "shuffle)")
-    tar: bool = option(False, "read images from ROOT/<FOLDER>.tar (never extracted) instead of ROOT/<FOLDER>/")
-    create_resized_variant_if_possible: bool = option(False, "use the 224-px variants (<FOLDER>_<split>_224) where "
-                                                      "they exist")
+    tar: bool = option(False, "read images straight from ROOT/<FOLDER>.tar (members <FOLDER>/<key>, uncompressed; "
+                          "indexed once, never extracted) instead of ROOT/<FOLDER>/")
+    create_resized_variant_if_possible: bool = option(False, "read the 224-px variants (<FOLDER>_<split>_224.json, "
+                                                      "images under ROOT/<FOLDER>/<FOLDER>_<split>_224/) where they "
+                                                      "exist")
     preload: bool = option(False, "hold training and (transformed) test images in RAM (small datasets only)")
     preload_test_only: bool = option(False, "hold only the transformed test images in RAM")
-    num_workers: int = option(4, "evaluation data-loader workers when not preloaded", minimum=0)
-    train_workers: Any = option("auto", "processes that build training batches ahead of the step: auto (cuda: the "
-                                "cores but one, at most 8; cpu: 0) | N", kind="any")
+    num_workers: int = option(4, "evaluation data-loader workers when test images are not preloaded (folder and tar "
+                           "layouts)", minimum=0)
+    train_workers: Any = option("auto", "processes that build training batches (read, decode, augment, tokenize) ahead "
+                                "of the step: auto (cuda: the cores but one, at most 8, per torchrun process on the "
+                                "node; cpu: 0, the step uses every core) | N >= 0; a step's batch is the same tensors "
+                                "with 0, 1 or N workers", kind="any")
     prefetch: int = option(2, "training batches each of those workers keeps ready (the loader is prefetch x workers "
                            "steps ahead)", minimum=1)
-    pretraining_pool: str | None = option(None, "folder of webdataset tar shards (image + caption) used for replay",
+    pretraining_pool: str | None = option(None, "folder of webdataset tar shards (image + txt caption) used for replay; null with "
+                                          "experiment=mini: the generated pool",
                                           kind="any")
     pool_shards: int | None = option(None, "use only the first N shards of the pool (null: all)", kind="whole",
                                      minimum=1, null_means="all shards")
     pool_shuffle_buffer: int = option(5000, "shuffle buffer of the pool stream (samples)", minimum=1)
     data_mixture: MixtureOptions = block(MixtureOptions, "shares of each training batch")
     buffer: BufferOptions = block(BufferOptions, "the replay buffer")
-    skip_corrupt: bool = option(False, "true: replace a corrupt training image by another of its source, leave "
-                                "corrupt test images out")
+    skip_corrupt: bool = option(False, "true: a corrupt training image is replaced by another sample of its source, a "
+                                "corrupt pool sample (or one without a caption) by another pool sample of the batch, "
+                                "and a corrupt test image is left out (results.json: skipped_corrupt); false: the "
+                                "first corrupt image stops the run with a one-line error naming it")
     validation_mode: bool = option(False, "true: tune on validation splits carved from the train splits, never on test "
                                    "data (docs/schedules.md)")
     train_val_split: float = option(0.8, "validation mode: share of each train split kept for training (per class, "
@@ -159,7 +182,8 @@ class ComputeOptions(Options):
     tf32: bool = option(True, "cuda: TF32 tensor cores for the fp32 matmuls/convolutions left outside bf16 autocast")
     compile: bool = option(False, "true: torch.compile the model's forward (first steps compile; opt-in)")
     grad_checkpointing: bool = option(False, "true: recompute activations in backward (ViT-L/H/g/bigG at batch 512: "
-                                      "less memory, ~1/3 more compute)")
+                                      "e.g. ViT-L/14 finetuning from 126 to 16 GB at +22% FLOPs; the budget still "
+                                      "counts the plain step; docs/compute.md)")
 
 
 @dataclass(frozen=True)
@@ -217,7 +241,7 @@ class EvaluationOptions(Options):
     batch_size: int = option(512, "evaluation batch size", minimum=1)
     templates: Any = option(None, "list of prompt templates to ensemble; null: each dataset's primer", kind="any")
     zero_shot_only: bool = option(False, "true: score the model before any update and train nothing (the reference's "
-                                  "zeroshot_only)")
+                                  "zeroshot_only); results.json's final point is the zero-shot one")
     validate_on_subset: float | None = option(None, "fraction f: during the stream score min(N, max(2*classes, 300, "
                                               "floor(f*N))) samples per dataset (class-balanced, seeded); null or 1: "
                                               "full sets. Zero-shot and the last task: always full", kind="number",
@@ -251,7 +275,7 @@ class LogOptions(Options):
 
     folder: str = option("runs", "runs are written to <folder>/<name>/", kind="any")
     name: str | None = option(None, "null: <method>_<timestamp>", kind="any")
-    checkpoint: bool = option(False, "also save the final model weights (atomic)")
+    checkpoint: bool = option(False, "also save the final model weights (<run>/final_model.pt, atomic)")
     progress: bool = option(True, "progress bars")
     keep_checkpoints: int = option(2, "resume checkpoints kept in <run>/checkpoints (the newest K); 0: write none (no "
                                    "resume)", minimum=0)
@@ -259,15 +283,15 @@ class LogOptions(Options):
                                          "task ends only", minimum=0)
     resume: Any = option(None, "true: continue the killed run at <folder>/<name> (start it if absent); /path/to/run: "
                          "continue that run", kind="any")
-    resume_force: bool = option(False, "resume even though the config differs from the run's (differing keys go to "
-                                "events.jsonl)")
+    resume_force: bool = option(False, "resume even though the config (or the world size) differs from the run's "
+                                "(differing keys go to events.jsonl)")
     tensorboard: bool = option(False, "also write TensorBoard event files to <run>/tensorboard (needs the [track] "
                                "extra)")
     use: bool = option(False, "Weights & Biases logging (reference name; needs the [track] extra)")
     wandb_mode: str = option("online", "online | offline (writes <run>/wandb; upload later with `wandb sync`) | "
                              "disabled", choices=("online", "offline", "disabled"))
-    wandb_key: str | None = option(None, "W&B API key; null: WANDB_API_KEY or `wandb login` (the key is redacted from "
-                                   "what W&B gets)", kind="any")
+    wandb_key: str | None = option(None, "W&B API key (prefer WANDB_API_KEY); null: WANDB_API_KEY or `wandb login`; never "
+                                   "written to the run folder and redacted from what W&B gets", kind="any")
     project: str = option("fomo-in-flux", "W&B project (reference name)", kind="any")
     entity: str | None = option(None, "W&B user or team; null: the key's default entity", kind="any")
     group: str | None = option(None, "W&B run group, e.g. one per sweep (reference name)", kind="any")

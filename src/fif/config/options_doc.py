@@ -1,15 +1,19 @@
-"""docs/options.md from the declarations: every declared block's keys, defaults, ranges and help.
+"""docs/options.md and the README's option tables from the declarations.
 
-    python -m fif.config.options_doc > docs/options.md
+    python -m fif.config.options_doc > docs/options.md     # every block: keys, defaults, ranges, help
+    python -m fif.config.options_doc --readme              # rewrite the README's generated tables
 
-tests/test_options.py fails while the page differs from this output, so a new option or a changed
-default is documented in the same commit that declares it.
+tests/test_options.py fails while the page or the README's tables differ from this output, so a new
+option, method or changed default is documented in the same commit that declares it.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import sys
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 from fif.config.blocks import RunOptions
@@ -43,6 +47,11 @@ def _run_blocks() -> list[tuple[str, str, type[Options]]]:
     return found
 
 
+def _builtin(cls: type) -> bool:
+    """Declared by this package (the generated pages leave out methods of other installed packages)."""
+    return cls.__module__.split(".")[0] == "fif"
+
+
 def _value(value: Any) -> str:
     return "null" if value is None else json.dumps(value) if not isinstance(value, str) else value
 
@@ -56,7 +65,8 @@ def markdown() -> str:
     load_plugins()
     parts = [HEADER]
     run_blocks = [("", RunOptions), *((f"{top}.{name}" if top else name, cls) for top, name, cls in _run_blocks())]
-    for key, options in [*run_blocks, *DECLARED.items()]:
+    builtin = [(key, options) for key, options in DECLARED.items() if _builtin(options)]
+    for key, options in [*run_blocks, *builtin]:
         rows = list(options.rows(key, nested=options in DECLARED.values()))
         if not rows:
             parts.append(f"\n## `{key or 'top level'}`\n\nNo options.")
@@ -71,5 +81,87 @@ def markdown() -> str:
     return "\n".join(parts) + "\n"
 
 
+PRESET_HELP = ("experiment preset: mini (embedded benchmark), fif (the paper's main setting on a real FiF data root: "
+               "ViT-B/16, random_sequence_1, 20 tasks of 727,040 samples at batch 512), or one of the reference's "
+               "experiment files: {others} (docs/reference.md)")
+
+
+def _cell(value: Any) -> str:
+    """A default as the README shows it: names in backticks, numbers and null plain."""
+    if isinstance(value, str):
+        return f"`{value}`"
+    return _value(value).replace("|", "\\|")
+
+
+def _prose(text: str) -> str:
+    """Help text in a table cell: escaped pipes, docs/*.md paths as links."""
+    text = text.replace("|", "\\|")
+    return re.sub(r"\bdocs/([\w-]+)\.md\b", r"[docs/\1.md](docs/\1.md)", text)
+
+
+def _lookup(tree: Any, key: str) -> Any:
+    for part in key.split("."):
+        tree = tree[part]
+    return tree
+
+
+def readme_keys() -> str:
+    """The README's key table: every run-wide key, its value under the default preset (mini) and its help."""
+    from omegaconf import OmegaConf
+
+    from fif.config.compose import compose, conf_dir
+
+    composed = OmegaConf.to_container(compose([]))
+    presets = sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml") if p.stem not in ("mini", "fif"))
+    lines = ["| key | default (mini) | meaning |", "|---|---|---|",
+             f"| `experiment` | `mini` | {_prose(PRESET_HELP.format(others=', '.join(presets)))} |"]
+    for key, cls in [("", RunOptions), *((f"{top}.{name}" if top else name, cls) for top, name, cls in _run_blocks())]:
+        for name, _, spec in cls.rows(key, nested=False):
+            lines.append(f"| `{name}` | {_cell(_lookup(composed, name))} | {_prose(spec.help)} |")
+    return "\n".join(lines)
+
+
+def readme_methods() -> str:
+    """The README's method table: each registered method, what it does, and its options with their defaults."""
+    from fif.methods.registry import load_methods
+
+    lines = ["| method | what it trains / does | options (docs/options.md) |", "|---|---|---|"]
+    for name, cls in load_methods().items():
+        if not _builtin(cls):
+            continue
+        summary = cls.summary or (cls.__doc__ or "").strip().splitlines()[0]
+        shown = getattr(cls.Options, "shown", ()) or [f.name for f in fields(cls.Options)]  # type: ignore[arg-type]
+        made, options = cls.Options(), []
+        for field_name in shown:
+            value = getattr(made, field_name)
+            options.append(f"`{field_name}.*`" if isinstance(value, Options) else
+                           f"`{field_name}` {_value(value)}".replace("|", "\\|"))
+        lines.append(f"| `{name}` | {_prose(summary)} | {', '.join(options) or 'none'} |")
+    return "\n".join(lines)
+
+
+README_SECTIONS = {"keys": readme_keys, "methods": readme_methods}
+
+
+def _markers(section: str) -> tuple[str, str]:
+    return (f"<!-- generated by `python -m fif.config.options_doc --readme` from the declarations: {section} -->",
+            f"<!-- end of generated {section} -->")
+
+
+def readme_with_tables(text: str) -> str:
+    """``text`` (the README) with each generated section between its markers replaced by today's tables."""
+    for section, make in README_SECTIONS.items():
+        begin, end = _markers(section)
+        if begin not in text or end not in text:
+            raise ValueError(f"README.md: the markers of the generated {section} table are missing ({begin})")
+        head, rest = text.split(begin, 1)
+        text = f"{head}{begin}\n{make()}\n{end}{rest.split(end, 1)[1]}"
+    return text
+
+
 if __name__ == "__main__":
-    print(markdown(), end="")
+    if sys.argv[1:] == ["--readme"]:
+        readme = Path(__file__).resolve().parents[3] / "README.md"
+        readme.write_text(readme_with_tables(readme.read_text()))
+    else:
+        print(markdown(), end="")

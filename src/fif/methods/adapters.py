@@ -283,6 +283,8 @@ class LoRAMethod(AdapterMethod):
     """Low-rank adapters: W + scale * B A, one adapter trained across all tasks."""
 
     name = "lora"
+    summary = ("low-rank adapters B·A on attention q, k, v, out and mlp.c_fc/c_proj of both towers; one adapter trained "
+        "across tasks")
 
 
 @register_method
@@ -290,6 +292,7 @@ class DoRAMethod(AdapterMethod):
     """Weight-decomposed LoRA: m * (W + scale B A) / ||W + scale B A||_row."""
 
     name = "dora"
+    summary = "LoRA with a learned per-row magnitude (weight-decomposed)"
 
 
 @register_method
@@ -297,4 +300,5 @@ class VeRAMethod(AdapterMethod):
     """VeRA: shared frozen random projections, trained scaling vectors d and b."""
 
     name = "vera"
+    summary = "frozen random A, B shared across layers; trains scaling vectors d (rank) and b (out)"
     Options = VeRAOptions

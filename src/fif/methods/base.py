@@ -50,6 +50,8 @@ class ContinualMethod:
 
     name = "base"
     Options: type[Options] = NoOptions  # its continual.<name> block: declared fields, defaults, ranges, help
+    # One line: what the method trains or does (the README's method table; null: the docstring's first line).
+    summary = ""
     # The budget profiler runs a first task's end_task (the steady state; its FLOPs are charged
     # once per task, e.g. EWC's Fisher pass). False for an end_task that does no counted compute
     # and cannot run on fake tensors (merging: host copies and task checkpoints on disk).

@@ -13,6 +13,9 @@ class Finetune(GradientMethod):
     """Every parameter of both towers trains (no options)."""
 
     name = "finetune"
+    summary = ("full contrastive finetuning of both towers; experiment.backbone.freeze_features=true: locked-image (every "
+        "visual.* frozen), freeze_head=true: locked-text (everything else frozen, logit_scale included): these flags "
+        "apply to every gradient method")
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.model.parameters())

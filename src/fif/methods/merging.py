@@ -313,6 +313,7 @@ class EmaPaint(MergingMethod):
     """Train from the running merge; m_t = merge(theta_t, m_{t-1}) (default (theta_t + m_{t-1}) / 2)."""
 
     name, init_mode, eval_mode = "ema_paint", "unrolled", "unrolled"
+    summary = "train from the merged model; after each task m_t = merge(θ_t, m_{t−1})"
     Options = EmaPaintOptions
 
 
@@ -321,6 +322,7 @@ class FtPaint(MergingMethod):
     """m_t = merge(theta_t, theta_0); train task t+1 from m_t and evaluate m_t."""
 
     name, init_mode, eval_mode = "ft_paint", "ft", "ft"
+    summary = "m_t = merge(θ_t, θ_0); train from and evaluate m_t"
     Options = FtPaintOptions
 
 
@@ -329,6 +331,7 @@ class ZsPaint(MergingMethod):
     """Every task trains from theta_0; evaluate the merge of all task models."""
 
     name, init_mode, eval_mode = "zs_paint", "zero_shot", "merge_of_all"
+    summary = "every task trains from θ_0; evaluate the merge of all task models"
     Options = ZsPaintOptions
 
 
@@ -337,6 +340,7 @@ class OfflineMerge(MergingMethod):
     """Plain continual finetuning; evaluate a one-shot weighted merge of all task checkpoints."""
 
     name, init_mode, eval_mode = "offline_merge", "latest", "merge_of_all"
+    summary = "plain continual finetuning; evaluate a one-shot merge of all task checkpoints (streamed from <run>/method/)"
     Options = OfflineMergeOptions
 
 
@@ -345,5 +349,8 @@ class MergeGrid(MergingMethod):
     """Any train-init x eval cell: ``continual.merge_grid.init`` and ``.eval``."""
 
     name, init_mode, eval_mode = "merge_grid", "unrolled", "unrolled"
+    summary = ("the temporal train-init × eval grid: init latest | merge_of_all | unrolled | zero_shot × eval latest | "
+        "merge_of_all | unrolled (ema_paint = unrolled × unrolled, zs_paint = zero_shot × merge_of_all, offline_merge "
+        "= latest × merge_of_all)")
     Options = MergeGridOptions
     cost_table_row = False  # its cells cost what the named merging methods cost

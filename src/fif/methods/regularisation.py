@@ -102,6 +102,8 @@ class EWC(_Anchored):
     """Online EWC: penalty λ/2·ΣF(θ−θ*)², F the decayed sum of per-task diagonal Fishers."""
 
     name = "ewc"
+    summary = ("finetuning + e_lambda/2 · Σ F (θ − θ*)²; F = mean squared CLIP-loss gradient over up to max_fim_samples task "
+        "samples at task end, F ← γF + F_t; anchor θ* = end-of-task weights")
     Options = EWCOptions
 
     def __init__(self, model: torch.nn.Module, options: EWCOptions, context: MethodContext) -> None:
@@ -178,6 +180,7 @@ class SI(_Anchored):
     """Synaptic intelligence: per-parameter importance from the path integral of the task loss."""
 
     name = "si"
+    summary = "finetuning + c · Σ Ω (θ − θ*)²; ω += −g·Δθ per step, Ω += max(ω,0)/(Δθ² + ξ) at task end; anchor moves"
     Options = SIOptions
 
     def __init__(self, model: torch.nn.Module, options: SIOptions, context: MethodContext) -> None:

@@ -38,6 +38,7 @@ def _nonempty(chosen: list[torch.nn.Parameter], method: str, what: str) -> list[
 @register_method
 class BitFit(GradientMethod):
     name = "bitfit"
+    summary = "only bias terms"
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return _nonempty(bias_parameters(self.model), self.name, "bias terms")
@@ -46,6 +47,7 @@ class BitFit(GradientMethod):
 @register_method
 class LNFit(GradientMethod):
     name = "lnfit"
+    summary = "only LayerNorm weights and biases"
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return _nonempty(layernorm_parameters(self.model), self.name, "LayerNorm parameters")
