@@ -18,7 +18,8 @@ import pytest
 from conftest import read_results
 from fif.cli.main import main
 from fif.config import compose
-from fif.tools.evaluate_model import CHECKPOINT, FINAL, eval_config, resolve_model
+from fif.config.layered import eval_config
+from fif.tools.evaluate_model import CHECKPOINT, FINAL, resolve_model
 from fif.train.checkpoint import list_checkpoints
 from fif.train.run import Run
 
@@ -158,15 +159,15 @@ def test_a_run_folder_without_final_model_is_scored_from_its_newest_checkpoint(r
 def test_a_runs_config_is_the_base_and_the_command_line_goes_on_top(run):
     source = resolve_model(str(run[0]))
     assert source.kind == FINAL and source.run_config["experiment"]["task"]["num"] == 1
-    cfg = eval_config(["experiment.evaluation.batch_size=64"], source)  # the reference's name for the key
+    cfg = eval_config(["experiment.evaluation.batch_size=64"], source.run_config)  # the reference's name for the key
     assert cfg.evaluation.batch_size == 64
     assert (cfg.experiment.task.num, cfg.continual.method) == (1, "offline_merge")  # the run's, not the defaults
     assert cfg.experiment.dataset.registry == source.run_config["experiment"]["dataset"]["registry"]
-    preset = eval_config(["experiment=fif", "experiment.dataset.root=/data/fif"], source)
+    preset = eval_config(["experiment=fif", "experiment.dataset.root=/data/fif"], source.run_config)
     assert (preset.experiment.backbone.name, preset.experiment.task.num) == ("openclip_vit_b16", 20)  # what fif sets
     assert preset.experiment.dataset.pretraining_pool == "/data/fif/laion400m/shards"
     assert preset.experiment.dataset.registry == cfg.experiment.dataset.registry  # fif leaves it: still the run's
-    assert eval_config([], resolve_model(None), subset=True).evaluation.validate_on_subset == 0.1
+    assert eval_config([], resolve_model(None).run_config, subset=True).evaluation.validate_on_subset == 0.1
 
 
 @pytest.fixture(scope="module")

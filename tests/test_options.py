@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from fif.config import compose, conf_dir
 from fif.config.blocks import RunOptions, check_run_options
 from fif.config.options import DECLARED, Options, Spec, option
-from fif.config.options_doc import markdown
+from fif.tools.options_doc import markdown
 from fif.errors import FifError
 from fif.methods import METHODS
 
@@ -78,7 +78,7 @@ def test_every_method_declares_its_block_and_composition_holds_the_defaults():
 
 
 def test_the_options_page_is_generated_from_the_declarations():
-    assert DOCS.read_text() == markdown(), "docs/options.md is stale: python -m fif.config.options_doc > docs/options.md"
+    assert DOCS.read_text() == markdown(), "docs/options.md is stale: python -m fif.tools.options_doc > docs/options.md"
 
 
 def _numeric_options() -> list[tuple[str, str, Spec]]:
@@ -170,12 +170,12 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_the_readme_tables_are_generated_from_the_declarations():
-    """The README's key and method tables are generated (`python -m fif.config.options_doc --readme`):
+    """The README's key and method tables are generated (`python -m fif.tools.options_doc --readme`):
     a renamed option, a changed default or a new method fails here until the README is regenerated."""
-    from fif.config.options_doc import readme_with_tables
+    from fif.tools.options_doc import readme_with_tables
 
     text = README.read_text()
-    assert readme_with_tables(text) == text, "README.md is stale: run python -m fif.config.options_doc --readme"
+    assert readme_with_tables(text) == text, "README.md is stale: run python -m fif.tools.options_doc --readme"
     declared = {key for key, _, _ in RunOptions.rows("")}
     keys = set(re.findall(r"^\| `([a-z0-9_.]+)` \|", text[:text.index("## Update methods")], flags=re.M))
     assert keys == declared | {"experiment"}, sorted(keys ^ (declared | {"experiment"}))

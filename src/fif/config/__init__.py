@@ -6,7 +6,7 @@ are ``conf/experiment/*.yaml``.
 """
 
 from fif.config.compose import (SECRET_KEYS, check_config, compose, conf_dir, declared_defaults, leaves,
-                                public_config, store_declared, to_container)
+                                public_config, store_declared, to_container, with_values)
 
 __all__ = ["SECRET_KEYS", "check_config", "compose", "conf_dir", "declared_defaults", "leaves", "public_config",
-           "store_declared", "to_container"]
+           "store_declared", "to_container", "with_values"]

@@ -155,5 +155,17 @@ def to_container(cfg: DictConfig) -> dict:
 
 
 def read_config_file(path: str | Path) -> dict:
-    """A run folder's config.yaml as plain data (resolved)."""
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)  # type: ignore[return-value]
+    """A run folder's config.yaml as plain data (resolved); an unreadable one is one line naming the file."""
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=True)  # type: ignore[return-value]
+    except Exception as error:  # noqa: BLE001 - yaml and omegaconf raise many types; the user needs the file
+        raise FifError(f"{path}: not a readable config ({type(error).__name__}: {str(error).splitlines()[0]})") \
+            from None
+
+
+def with_values(cfg: DictConfig, values: dict[str, Any]) -> DictConfig:
+    """A copy of ``cfg`` with ``{dotted key: value}`` set as they are (no parsing: a folder name stays a string)."""
+    out = OmegaConf.create(to_container(cfg))
+    for key, value in values.items():
+        OmegaConf.update(out, key, value, merge=False)
+    return out

@@ -18,7 +18,7 @@ from fif.config.blocks import (BUDGET_UNITS, COOLDOWN_SHAPES, META, RECOVERY_MOD
                                BudgetOptions, ComputeOptions, EvaluationOptions, ExperimentOptions, LogOptions,
                                OptimizerOptions, RunOptions, SchedulerOptions, TaskOptions, check_run_options)
 from fif.config.blocks import MEMORY_SOURCES, PRECISIONS  # noqa: F401 - kept importable from here
-from fif.config.compose import public_config, to_container
+from fif.config.compose import public_config, to_container, with_values
 from fif.config.options import DECLARED, Options
 from fif.config.plugins import load_plugins
 from fif.errors import FifError
@@ -299,6 +299,11 @@ class RunSettings:
         except OmegaConfBaseException as error:  # omegaconf's own errors name the key over several lines
             raise FifError(f"bad {what} ({' '.join(overrides)}): {str(error).splitlines()[0]}") from None
         return RunSettings.from_config(merged)  # type: ignore[arg-type]
+
+    def with_values(self, values: dict[str, Any]) -> RunSettings:
+        """These settings with ``{dotted key: value}`` set as they are (no parsing of the value, unlike
+        ``with_overrides``: a sweep's folder names stay strings), checked anew."""
+        return RunSettings.from_config(with_values(self.source, values))
 
     def resolved(self) -> dict[str, Any]:
         """The composed config as plain data (results.json's "config", resume's comparison)."""

@@ -21,10 +21,9 @@ from typing import Any
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from fif.config import compose, conf_dir, leaves, to_container
+from fif.config.layered import eval_config, read_config_file
 from fif.data.format.fif_format import ADAPTATION, EVALUATION, DatasetSpec
 from fif.data.format.registry import adapt_on, resolve_registry
 from fif.data.format.storage import open_store
@@ -36,7 +35,6 @@ from fif.eval.suite import DatasetScore
 from fif.methods import build_method
 from fif.models.backbone import MINI_CLIP, NAMED_ARCHITECTURES, Backbone, build_backbone
 from fif.models.weights import HUB_PREFIX
-from fif.config.reference_keys import translate_overrides
 from fif.runtime.device import allow_tf32, resolve_device
 from fif.runtime.distributed import SINGLE
 from fif.config.settings import RunSettings
@@ -46,7 +44,6 @@ from fif.train.components import DataSettings, evaluation_suite
 Echo = Callable[[str], object]
 
 CONFIG, NAMED, FOLDER, FINAL, CHECKPOINT = "config", "named", "local-dir", "final_model", "checkpoint"
-DEFAULT_SUBSET_FRACTION = 0.1  # --subset without evaluation.validate_on_subset: the reference's usual fraction
 ABSENT_SHOWN = 10  # absent datasets named in the note line
 ROLE = {ADAPTATION: "KA", EVALUATION: "ZS"}  # which headline a dataset counts in
 
@@ -84,14 +81,6 @@ def _is_backbone_name(model: str) -> bool:
     return model == MINI_CLIP or model in NAMED_ARCHITECTURES or model.startswith(("local-dir:", HUB_PREFIX))
 
 
-def _read_config(path: Path) -> dict[str, Any]:
-    try:
-        return OmegaConf.to_container(OmegaConf.load(path), resolve=True)  # type: ignore[return-value]
-    except Exception as error:  # noqa: BLE001 - yaml and omegaconf raise many types; the user needs the file
-        raise FifError(f"{path}: not a readable config ({type(error).__name__}: {str(error).splitlines()[0]})") \
-            from None
-
-
 def _checkpoint_source(path: Path, state: dict[str, Any]) -> ModelSource:
     return ModelSource(CHECKPOINT, str(state["config"]["experiment"]["backbone"]["name"]), path, state["config"], state)
 
@@ -109,7 +98,7 @@ def _model_file(path: Path) -> ModelSource:
             raise FifError(f"--model {path}: the resume checkpoint is unusable ({error})") from None
     if isinstance(saved, dict) and isinstance(saved.get("model"), dict) and "backbone" in saved:
         config = path.parent / "config.yaml"  # inside its run folder: the run's settings
-        return ModelSource(FINAL, str(saved["backbone"]), path, _read_config(config) if config.is_file() else None)
+        return ModelSource(FINAL, str(saved["backbone"]), path, read_config_file(config) if config.is_file() else None)
     raise FifError(f"--model {path} is neither a run's final_model.pt (a dict with 'model' and 'backbone') nor a "
                    f"resume checkpoint (keys {', '.join(REQUIRED_KEYS)}); score plain open_clip weights with "
                    f"experiment.backbone.checkpoint={path}")
@@ -152,41 +141,6 @@ def resolve_model(model: str | None, echo: Echo = _to_stderr) -> ModelSource:
 # ---------------------------------------------------------------------------- which config
 
 
-def _command_line_values(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, Any]:
-    """The keys the command line sets, with their composed values: each named key, and every key a
-    config group choice (``experiment=X``) changes from the default."""
-    translated, _ = translate_overrides(overrides)  # reference key names -> ours (compose noted them)
-    values: dict[str, Any] = {}
-    groups: list[str] = []
-    for override in translated:
-        key = override.split("=", 1)[0].lstrip("+~")
-        if (conf_dir() / key).is_dir():
-            groups.append(override)
-        else:
-            values[key] = OmegaConf.select(cfg, key)
-    if groups:  # the keys the choice changes, with their values in the whole composed config
-        default, chosen = dict(leaves(to_container(compose([])))), dict(leaves(to_container(compose(groups))))
-        composed, missing = dict(leaves(to_container(cfg))), object()
-        values = {k: composed[k] for k, v in chosen.items() if default.get(k, missing) != v and k in composed} | values
-    return values
-
-
-def eval_config(overrides: Sequence[str], source: ModelSource, subset: bool = False) -> DictConfig:
-    """The config ``fif run`` would compose from ``overrides``; a run's own config underneath for a run's file.
-
-    ``subset``: scores the fixed subsets of ``evaluation.validate_on_subset`` (0.1 where it is unset).
-    """
-    cfg = compose(overrides)
-    if source.run_config is not None:
-        named = _command_line_values(cfg, overrides)
-        cfg = OmegaConf.merge(OmegaConf.create(to_container(cfg)), OmegaConf.create(source.run_config))
-        for key, value in named.items():
-            OmegaConf.update(cfg, key, value, merge=False, force_add=True)
-    if subset and cfg.evaluation.get("validate_on_subset") is None:
-        OmegaConf.update(cfg, "evaluation.validate_on_subset", DEFAULT_SUBSET_FRACTION, force_add=True)
-    return cfg
-
-
 # ---------------------------------------------------------------------------- which datasets
 
 
@@ -196,7 +150,7 @@ def _listed(value: Any) -> list[str] | None:
         return None
     if isinstance(value, str):
         return [value]
-    if OmegaConf.is_list(value) or isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple)):
         names = list(value)
         if names and all(isinstance(n, str) for n in names):
             return names
@@ -339,7 +293,7 @@ def evaluate_model(model: str | None, overrides: Sequence[str] = (), subset: boo
     fif.eval.metrics.summarize's block, as results.json holds it.
     """
     source = resolve_model(model, echo)
-    settings = RunSettings.from_config(eval_config(overrides, source, subset))  # every key checked before any read
+    settings = RunSettings.from_config(eval_config(overrides, source.run_config, subset))  # every key checked before any read
     device = resolve_device(settings.options.device)
     ds = settings.experiment.dataset
     root = data_root(ds, settings.mini_seed, echo)
@@ -359,5 +313,5 @@ def evaluate_model(model: str | None, overrides: Sequence[str] = (), subset: boo
             "absent": absent, "subset": subset, "point": summarize(scores, scored)}
 
 
-__all__ = ["ModelSource", "absent_note", "build_model", "eval_config", "evaluate_model", "lookup_dataset",
+__all__ = ["ModelSource", "absent_note", "build_model", "evaluate_model", "lookup_dataset",
            "resolve_model", "score_datasets", "select_datasets"]

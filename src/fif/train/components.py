@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from collections.abc import Callable
 
 import torch
-from omegaconf import DictConfig
 
 from fif.budget.plan import BudgetPlan, plan_task_budget, steps_without_budget
 from fif.data.format.fif_format import ADAPTATION, EVALUATION, DatasetSpec
@@ -35,6 +35,9 @@ from fif.models.backbone import Backbone, build_backbone, check_backbone
 from fif.runtime.distributed import SINGLE, DistContext, check_batch_divisible
 from fif.config.settings import RunSettings
 from fif.train.checkpoint import Checkpointer
+
+if TYPE_CHECKING:  # the composed config, handed on to RunSettings.from_config
+    from omegaconf import DictConfig
 
 Echo = Callable[..., object]
 

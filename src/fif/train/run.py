@@ -30,10 +30,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from collections.abc import Callable, Iterator
 
-from omegaconf import DictConfig
 from tqdm import tqdm
 
 from fif.data.samples.loader import step_batches
@@ -57,6 +56,9 @@ from fif.train.resume import ResumePlan, plan_resume, resume_dir
 from fif.train.run_folder import RunLock, create_run_dir, new_run_dir
 from fif.train.run_state import gather_state, position_of, restore_data, restore_method
 from fif.utils.io import atomic_torch_save
+
+if TYPE_CHECKING:  # the composed config, handed on to RunSettings.from_config
+    from omegaconf import DictConfig
 
 STEP_LOG_EVERY = 10  # optimizer steps between "step" events (and always the task's last)
 SKIPPED_FILES_SHOWN = 100  # corrupt files named in results.json (most skipped first)

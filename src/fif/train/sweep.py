@@ -17,10 +17,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from collections.abc import Callable, Sequence
 
 from fif.errors import FifError
+
+if TYPE_CHECKING:  # composed configs are handed on to the run (RunSettings.from_config)
+    from omegaconf import DictConfig
 
 RESERVED = ("log.folder", "log.name")  # set per run by the sweep
 SCORES = ("A_KA", "A_ZS", "geometric_mean")
@@ -94,26 +97,27 @@ def run_names(configs: list[tuple[list[str], dict[str, str]]], methods: list[str
     return names
 
 
-def plan(overrides: Sequence[str]) -> tuple[Path, list[SweepRun], list[Any]]:
-    """Expand and compose every configuration up front, so a bad override costs no compute."""
-    from fif.config import compose
+def plan(overrides: Sequence[str]) -> tuple[Path, list[SweepRun], list[DictConfig]]:
+    """Expand, compose and check the run-wide keys of every configuration up front, so a bad override or
+    value costs no compute; what only a run can tell (an unknown method, too few samples) fails its row."""
+    from fif.config import compose, with_values
+    from fif.config.blocks import check_run_options
 
     configs = expand(overrides)
-    cfgs = []
+    composed = []
     for texts, _ in configs:
         try:
-            cfgs.append(compose(texts))
+            composed.append((cfg := compose(texts), check_run_options(cfg)))
         except FifError as error:
             raise FifError(f"{error} (in sweep configuration {' '.join(texts)})") from None
-    first = cfgs[0]
-    sweep_dir = Path(first.log.folder).expanduser() / str(first.log.name or f"sweep_{datetime.now():%Y%m%d-%H%M%S}")
+    log = composed[0][1].log
+    sweep_dir = Path(log.folder).expanduser() / str(log.name or f"sweep_{datetime.now():%Y%m%d-%H%M%S}")
     if (sweep_dir / "sweep.json").exists():
         raise FifError(f"sweep folder {sweep_dir} already holds a sweep (sweep.json); choose another log.name")
-    names = run_names(configs, [str(c.continual.method) for c in cfgs])
+    names = run_names(configs, [options.continual.method for _, options in composed])
     runs = [SweepRun(name, [t for t in texts if t.split("=")[0].lstrip("+~") not in RESERVED], swept)
             for name, (texts, swept) in zip(names, configs)]
-    for cfg, run in zip(cfgs, runs):
-        cfg.log.folder, cfg.log.name = str(sweep_dir), run.name
+    cfgs = [with_values(cfg, {"log.folder": str(sweep_dir), "log.name": run.name}) for (cfg, _), run in zip(composed, runs)]
     return sweep_dir, runs, cfgs
 
 
