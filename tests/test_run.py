@@ -66,17 +66,17 @@ def test_results_have_the_design_shape(default_and_no_replay):
     assert default["config"]["continual"]["method"] == "finetune"
 
 
-def test_same_seed_gives_the_same_scores(tmp_path, mini_root):
-    first = _run(tmp_path, "a", *SHORT)
-    second = _run(tmp_path, "b", *SHORT)
+def test_same_seed_gives_the_same_scores(tmp_path, small):
+    first = _run(tmp_path, "a", *SHORT, *small)
+    second = _run(tmp_path, "b", *SHORT, *small)
     assert [t["per_dataset"] for t in first["tasks"]] == [t["per_dataset"] for t in second["tasks"]]
     assert first["final"] == second["final"]
-    other = _run(tmp_path, "c", *SHORT, "experiment.seed=1")
+    other = _run(tmp_path, "c", *SHORT, *small, "experiment.seed=1")
     assert other["final"]["per_dataset"] != first["final"]["per_dataset"]
 
 
-def test_cli_run_prints_progress_table_and_results_path(tmp_path, mini_root):
-    result = run_cli("run", *SHORT, f"log.folder={tmp_path}", "log.name=cli", "log.checkpoint=true")
+def test_cli_run_prints_progress_table_and_results_path(tmp_path, small):
+    result = run_cli("run", *SHORT, *small, f"log.folder={tmp_path}", "log.name=cli", "log.checkpoint=true")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "zero-shot" in out and "task   2/2" in out and "averaged over tasks" in out
@@ -105,16 +105,16 @@ def _stream_file(tmp_path: Path, entries: list[str]) -> str:
     (lambda p: [f"experiment.dataset.sequence={_stream_file(p, ['PRIMSHAPES+++circle'])}"], "evaluation-only"),
     (lambda p: ["experiment.dataset.data_mixture.update=0.9"], "sum to 1"),
 ])
-def test_bad_input_is_one_line_naming_the_culprit(tmp_path, mini_root, make_overrides, culprit):
-    result = run_cli("run", "experiment.task.num=1", f"log.folder={tmp_path}", *make_overrides(tmp_path))
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
+def test_bad_input_is_one_line_naming_the_culprit(tmp_path, mini_root, cli, make_overrides, culprit):
+    code, _, err = cli("run", "experiment.task.num=1", f"log.folder={tmp_path}", *make_overrides(tmp_path))
+    assert code == 2
+    lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert culprit in lines[0]
     assert not list(tmp_path.rglob("results.json"))
 
 
-def test_cfg_flag_prints_the_resolved_config():
-    result = run_cli("run", "--cfg", "experiment.task.num=4")
-    assert result.returncode == 0
-    assert "num: 4" in result.stdout and "mini_clip" in result.stdout
+def test_cfg_flag_prints_the_resolved_config(cli):
+    code, out, _ = cli("run", "--cfg", "experiment.task.num=4")
+    assert code == 0
+    assert "num: 4" in out and "mini_clip" in out

@@ -11,7 +11,7 @@ from fif.config.settings import RunSettings
 from fif.config import compose
 from fif.errors import FifError
 from fif.optim.schedules import Schedule, learning_rate
-from fif.config.settings import SCHEDULES
+from fif.config.blocks import SCHEDULES
 
 LR, RATIO = 1e-4, 1e-3
 FLOOR = LR * RATIO

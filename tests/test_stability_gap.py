@@ -12,7 +12,8 @@ import torch
 
 from fif.config import compose
 from fif.errors import FifError
-from fif.eval.within_task import check_every_n_samples, check_gap_samples, within_task_steps
+from fif.config.blocks import EvaluationOptions
+from fif.eval.within_task import within_task_steps
 from fif.eval.zero_shot import task_masked_accuracy
 from fif.results import RunResults
 from fif.tracking.scalars import ScalarMapper
@@ -55,14 +56,14 @@ def test_within_task_steps_follow_the_sample_counts():
     assert within_task_steps(727040, (), 512, 1420) == frozenset()  # the reference presets: = task length
 
 
-@pytest.mark.parametrize("check, value, message", [
-    (check_every_n_samples, 0, r"evaluation.every_n_samples=0 is not valid"),
-    (check_every_n_samples, "10", r"evaluation.every_n_samples='10' is not valid"),
-    (check_gap_samples, [100, -5], r"evaluation.gap_samples=\[100, -5\] is not valid: .*not -5"),
+@pytest.mark.parametrize("key, value, message", [
+    ("every_n_samples", 0, r"evaluation.every_n_samples=0 is not valid: expected null \(evaluate at task ends only\)"),
+    ("every_n_samples", "10", r"evaluation.every_n_samples='10' is not valid"),
+    ("gap_samples", [100, -5], r"evaluation.gap_samples=\[100, -5\] is not valid: .*not -5"),
 ])
-def test_bad_within_task_keys_are_one_line_errors(check, value, message):
+def test_bad_within_task_keys_are_one_line_errors(key, value, message):
     with pytest.raises(FifError, match=message):
-        check(value)
+        EvaluationOptions.from_block({key: value}, "evaluation")
 
 
 def test_a_bad_key_fails_before_any_data_is_read(registry, tmp_path):

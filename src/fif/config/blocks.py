@@ -219,6 +219,15 @@ class SchedulerOptions(Options):
     wsd: WSDOptions = block(WSDOptions, "warmup-stable-decay")
     tolerated: ClassVar[tuple[str, ...]] = ("cosine_lr_mul",)  # configs of older versions (now a reference alias)
 
+    def validate(self, key: str) -> None:
+        """A meta-schedule needs a within-task shape; the cosine recoveries have one mode."""
+        if self.name in STREAM and self.meta != "constant":
+            raise FifError(f"{key}.meta={self.meta!r} applies to the within-task schedules "
+                           f"({', '.join(WITHIN_TASK)}); {key}.name={self.name} already schedules the whole stream")
+        if self.name.startswith("cosine_with_linear_warmup_and") and self.recovery_mode != "autoregressive":
+            raise FifError(f"{key}.recovery_mode={self.recovery_mode!r} is not valid for {key}.name={self.name} "
+                           f"(expected autoregressive; continued and recovered are rsqrt_with_recovery modes)")
+
 
 @dataclass(frozen=True)
 class ExperimentOptions(Options):

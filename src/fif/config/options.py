@@ -161,6 +161,11 @@ class Options:
         made.validate(key)
         return made
 
+    @classmethod
+    def check_field(cls, name: str, value: Any, key: str) -> Any:
+        """One field's value checked against its declaration (``key`` names it in the error)."""
+        return check(spec_of({f.name: f for f in fields(cls)}[name]), value, key)  # type: ignore[arg-type]
+
     def validate(self, key: str) -> None:
         """Rules across fields (or of list values); a broken one is a one-line FifError naming ``key``."""
 

@@ -7,16 +7,14 @@ takes these objects instead of reading string keys out of the whole config.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from omegaconf import DictConfig
 
-from fif.config.blocks import (BUDGET_UNITS, COOLDOWN_SHAPES, META, RECOVERY_MODES, SCHEDULES, STREAM, WITHIN_TASK,
-                               BudgetOptions, ComputeOptions, EvaluationOptions, ExperimentOptions, LogOptions,
-                               OptimizerOptions, RunOptions, SchedulerOptions, TaskOptions, check_run_options)
+from fif.config.blocks import (BUDGET_UNITS, BudgetOptions, ComputeOptions, EvaluationOptions, ExperimentOptions,
+                               LogOptions, OptimizerOptions, RunOptions, SchedulerOptions, TaskOptions, check_run_options)
 from fif.config.blocks import MEMORY_SOURCES, PRECISIONS  # noqa: F401 - kept importable from here
 from fif.config.compose import public_config, to_container, with_values
 from fif.config.options import DECLARED, Options
@@ -40,26 +38,6 @@ SCHEDULER_KEY = "experiment.scheduler"
 _Scheduler = TypeVar("_Scheduler", bound="SchedulerSettings")
 
 
-def number(value: object, key: str, minimum: float | None = None, strict: bool = False,
-           expected: str = "a finite number") -> float:
-    """``value`` as a float; a bool, a string, nan, inf or a value below ``minimum`` is a one-line error."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and minimum is not None:
-        ok = value > minimum if strict else value >= minimum
-    if not ok:
-        bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum:g}"
-        raise FifError(f"{key}={value!r} is not valid: expected {expected}{bound}")
-    return float(value)
-
-
-def _choice(value: Any, key: str, allowed: tuple[str, ...], expected: str | None = None) -> str:
-    """``value`` if it is one of ``allowed``; else a one-line error (``expected``: how to say what is)."""
-    if value not in allowed:
-        tail = f": expected {expected}" if expected else f" (expected one of: {', '.join(allowed)})"
-        raise FifError(f"{key}={value!r} is not valid{tail}")
-    return str(value)
-
-
 @dataclass(frozen=True)
 class OptimizerSettings:
     """``experiment.optimizer``: AdamW's peak learning rate, weight decay and gradient clipping."""
@@ -70,12 +48,10 @@ class OptimizerSettings:
     skip_nonfinite_steps: int = 0  # non-finite steps whose update a run may skip before it stops (fif.train.run)
 
     def __post_init__(self) -> None:
-        """A finite peak lr > 0, weight decay >= 0, a gradient-clip norm >= 0 (0 or null: no clipping)."""
-        key = "experiment.optimizer"
-        number(self.lr, f"{key}.lr", 0, strict=True)
-        number(self.weight_decay, f"{key}.weight_decay", 0)
-        if self.clip_grad_norm is not None:
-            number(self.clip_grad_norm, f"{key}.clip_grad_norm", 0, expected="null or a finite number")
+        """Values made in code are checked against the same declarations as a config's (fif.config.blocks)."""
+        OptimizerOptions.from_block({"lr": self.lr, "weight_decay": self.weight_decay, "clip_grad_norm":
+                                     self.clip_grad_norm, "skip_nonfinite_steps": self.skip_nonfinite_steps},
+                                    "experiment.optimizer")
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> OptimizerSettings:
@@ -191,22 +167,13 @@ class SchedulerSettings:
     wsd_task_cooldown: bool = False
 
     def __post_init__(self) -> None:
-        key = SCHEDULER_KEY
-        for option, allowed in (("name", SCHEDULES), ("meta", META), ("recovery_mode", RECOVERY_MODES),
-                                ("cooldown_shape", COOLDOWN_SHAPES)):
-            _choice(getattr(self, option), f"{key}.{option}", allowed)
-        for option in ("warmup", "cooldown", "min_lr_ratio"):
-            number(getattr(self, option), f"{key}.{option}", 0)
-        number(self.wsd_decay, f"{key}.wsd.decay", 0)
-        if self.min_lr_ratio > 1:
-            raise FifError(f"{key}.min_lr_ratio={self.min_lr_ratio} is not valid: expected a number in [0, 1]")
-        number(self.lr, "experiment.optimizer.lr", 0, strict=True)
-        if self.name in STREAM and self.meta != "constant":
-            raise FifError(f"{key}.meta={self.meta!r} applies to the within-task schedules "
-                           f"({', '.join(WITHIN_TASK)}); {key}.name={self.name} already schedules the whole stream")
-        if self.name.startswith("cosine_with_linear_warmup_and") and self.recovery_mode != "autoregressive":
-            raise FifError(f"{key}.recovery_mode={self.recovery_mode!r} is not valid for {key}.name={self.name} "
-                           f"(expected autoregressive; continued and recovered are rsqrt_with_recovery modes)")
+        """Values made in code (a plot, a test) are checked against the declarations, as a config's are."""
+        SchedulerOptions.from_block({"name": self.name, "warmup": self.warmup, "cooldown": self.cooldown,
+                                     "cooldown_shape": self.cooldown_shape, "min_lr_ratio": self.min_lr_ratio,
+                                     "meta": self.meta, "recovery_mode": self.recovery_mode,
+                                     "wsd": {"decay": self.wsd_decay, "task_cooldown": self.wsd_task_cooldown}},
+                                    SCHEDULER_KEY)
+        OptimizerOptions.check_field("lr", self.lr, "experiment.optimizer.lr")
 
     @classmethod
     def from_settings(cls: type[_Scheduler], settings: SchedulerSettings) -> _Scheduler:
@@ -228,7 +195,7 @@ class SchedulerSettings:
         """``cosine_lr_mul``: min_lr_ratio's name in configs of older versions (now a reference alias)."""
         ratio = cosine_lr_mul
         if ratio is not None:
-            number(ratio, f"{SCHEDULER_KEY}.cosine_lr_mul", 0)
+            SchedulerOptions.check_field("min_lr_ratio", ratio, f"{SCHEDULER_KEY}.cosine_lr_mul")
         return cls(name=block.name, lr=lr, warmup=block.warmup, cooldown=block.cooldown,
                    cooldown_shape=block.cooldown_shape,
                    min_lr_ratio=float(ratio) if ratio is not None else block.min_lr_ratio, meta=block.meta,

@@ -15,10 +15,8 @@ import numpy as np
 
 from fif.data.format.fif_format import ADAPTATION, EVALUATION, DatasetSpec, Split
 from fif.data.format.validation import ValidationPlan, build_validation
-from fif.eval.scope import check_ka_choice
-from fif.eval.subset import EvalSubsets, eval_subsets
-from fif.eval.subset import check_fraction as check_subset
-from fif.eval.within_task import check_every_n_samples, check_gap_samples, within_task_steps
+from fif.eval.subset import EvalSubsets, eval_subsets, subset_fraction
+from fif.eval.within_task import gap_points, within_task_steps
 from fif.config.blocks import RunOptions
 
 
@@ -29,10 +27,10 @@ class EvalProtocol:
         """``options``: the run's checked blocks (fif.config.settings.RunSettings.options)."""
         ds, evaluation = options.experiment.dataset, options.evaluation
         self.seed = options.experiment.seed
-        self.subset_fraction = check_subset(evaluation.validate_on_subset)
-        self.every_n_samples = check_every_n_samples(evaluation.every_n_samples)
-        self.gap_samples = check_gap_samples(evaluation.gap_samples)
-        self.ka_mode = check_ka_choice(evaluation.ka_datasets)
+        self.subset_fraction = subset_fraction(evaluation.validate_on_subset)  # values checked by their declarations
+        self.every_n_samples = evaluation.every_n_samples
+        self.gap_samples = gap_points(evaluation.gap_samples)
+        self.ka_mode = evaluation.ka_datasets
         self.plan: ValidationPlan | None = None
         self.subsets: EvalSubsets | None = None
         if ds.validation_mode:

@@ -20,18 +20,8 @@ from typing import Any
 from collections.abc import Sequence
 
 from fif.data.format.fif_format import DatasetSpec
-from fif.errors import FifError
 
-KA_CHOICES = ("stream", "registry")
 StreamEntry = tuple[str, str]  # (dataset folder, classname), as fif.data.format.streams
-
-
-def check_ka_choice(value: Any) -> str:
-    """``evaluation.ka_datasets``: one of KA_CHOICES."""
-    if value not in KA_CHOICES:
-        raise FifError(f"evaluation.ka_datasets={value!r} is not valid (expected one of: {', '.join(KA_CHOICES)}; "
-                       "stream = the adaptation datasets the stream contains, registry = all of the registry's)")
-    return str(value)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from fif.data.format.validation import dataset_rng
-from fif.errors import FifError
 
 
 def subset_size(samples: int, classes: int, fraction: float) -> int:
@@ -57,14 +56,10 @@ def balanced_subset(targets: Sequence[int] | np.ndarray, fraction: float, seed: 
     return np.sort(np.concatenate(chosen))
 
 
-def check_fraction(value: Any) -> float | None:
-    """``evaluation.validate_on_subset``: null or 1 -> None (full sets), else a fraction in (0, 1)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise FifError(f"evaluation.validate_on_subset={value!r} is not valid: expected null (full sets) or a "
-                       "fraction in (0, 1]")
-    return None if value == 1 else float(value)
+def subset_fraction(value: float | None) -> float | None:
+    """``evaluation.validate_on_subset`` (checked by its declaration, fif.config.blocks): null or 1 -> None
+    (full sets), else the fraction."""
+    return None if value is None or value == 1 else float(value)
 
 
 class EvalSubsets:
@@ -90,7 +85,7 @@ class EvalSubsets:
 
 def eval_subsets(fraction: Any, suite: Any, seed: int) -> EvalSubsets | None:
     """The subsets of an EvalSuite's sets for ``evaluation.validate_on_subset``; None for full sets."""
-    fraction = check_fraction(fraction)
+    fraction = subset_fraction(fraction)
     if fraction is None:
         return None
     retrieval = [s.spec.name for s in suite.sets if s.spec.kind == "retrieval"]

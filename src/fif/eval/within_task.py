@@ -17,30 +17,13 @@ when it is unset), as the reference's stability-gap evaluations are.
 from __future__ import annotations
 
 import math
-from typing import Any
 from collections.abc import Sequence
 
-from fif.errors import FifError
 
 
-def check_every_n_samples(value: Any) -> int | None:
-    """``evaluation.every_n_samples``: null (none) or a positive whole number of samples."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise FifError(f"evaluation.every_n_samples={value!r} is not valid: expected null (evaluate at task ends "
-                       "only) or a positive number of samples")
-    return int(value)
-
-
-def check_gap_samples(value: Any) -> tuple[int, ...]:
-    """``evaluation.gap_samples``: a list of positive sample counts inside each task (empty: none)."""
-    values = list(value or [])
-    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or v <= 0]
-    if bad:
-        raise FifError(f"evaluation.gap_samples={values!r} is not valid: expected a list of positive sample counts "
-                       f"inside each task (not {bad[0]!r})")
-    return tuple(sorted(set(int(v) for v in values)))
+def gap_points(values: Sequence[int] | None) -> tuple[int, ...]:
+    """``evaluation.gap_samples`` (checked by its declaration, fif.config.blocks) as sorted distinct counts."""
+    return tuple(sorted(set(int(v) for v in values or ())))
 
 
 def within_task_steps(every_n_samples: int | None, gap_samples: Sequence[int], batch_size: int,

@@ -49,7 +49,8 @@ import numpy as np
 
 from fif.errors import FifError
 from fif.config.settings import SCHEDULER_KEY as KEY
-from fif.config.settings import WITHIN_TASK, SchedulerSettings
+from fif.config.blocks import WITHIN_TASK
+from fif.config.settings import SchedulerSettings
 
 
 def warmup_steps(total_steps: int, warmup: float | int) -> int:

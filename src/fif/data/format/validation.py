@@ -23,9 +23,7 @@ import numpy as np
 from fif.data.format.fif_format import DatasetSpec, Split, read_split
 from fif.data.format.info_files import info_file
 from fif.data.format.packed import PackedCaptions, PackedStrings
-from fif.errors import FifError
 
-FALLBACKS = ("exclude", "test")
 
 
 @dataclass(frozen=True)
@@ -113,21 +111,12 @@ class ValidationPlan:
         return lines
 
 
-def check_fraction(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        raise FifError(f"experiment.dataset.train_val_split={value!r} is not valid: expected a fraction in (0, 1), "
-                       "the share of each train split kept for training")
-    return float(value)
-
-
-def build_validation(root: str | Path, specs: Sequence[DatasetSpec], train_fraction: Any, seed: int,
+def build_validation(root: str | Path, specs: Sequence[DatasetSpec], train_fraction: float, seed: int,
                      fallback: str = "exclude", info_dir: str | Path | None = None, *, tar: bool = False,
                      resized: bool = False) -> ValidationPlan:
-    """Carve every dataset's train split; datasets without one follow ``fallback``."""
-    if fallback not in FALLBACKS:
-        raise FifError(f"experiment.dataset.validation_fallback={fallback!r} is not valid "
-                       f"(expected one of: {', '.join(FALLBACKS)})")
-    plan = ValidationPlan(check_fraction(train_fraction), int(seed), fallback)
+    """Carve every dataset's train split; datasets without one follow ``fallback`` (``train_fraction`` and
+    ``fallback`` are checked by their declarations, fif.config.blocks)."""
+    plan = ValidationPlan(float(train_fraction), int(seed), fallback)
     root = Path(root)
     infos = Path(info_dir) if info_dir else root / "00_info"
     for spec in specs:
