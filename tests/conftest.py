@@ -84,6 +84,19 @@ def cli(capsys):
     return call
 
 
+@pytest.fixture
+def in_process(capsys):
+    """``run_cli`` without the subprocess: the real `fif` entry point in this process, answered as a
+    CompletedProcess (a subprocess costs ~5 s of imports; tests of kills, signals and env keep run_cli)."""
+    from fif.cli import main
+
+    def call(*args: str) -> subprocess.CompletedProcess:
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(["fif", *args], code, captured.out, captured.err)
+    return call
+
+
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fif.cli", *args], capture_output=True, text=True,
                           cwd=cwd, env=dict(os.environ), timeout=900)

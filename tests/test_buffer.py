@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
 from fif.data.samples.buffer import ReplayBuffer, balanced_quotas
 from fif.errors import FifError
 
@@ -182,9 +181,9 @@ def test_resuming_with_another_policy_is_refused():
     ("experiment.dataset.buffer.policy=fifo", "experiment.dataset.buffer.policy='fifo'"),
     ("experiment.dataset.buffer.size=0", "experiment.dataset.buffer.size=0"),
 ])
-def test_cli_rejects_a_bad_buffer_config_in_one_line(tmp_path, override, culprit):
+def test_cli_rejects_a_bad_buffer_config_in_one_line(tmp_path, override, culprit, in_process):
     extra = ["experiment.dataset.buffer.policy=reservoir"] if "size" in override else []
-    result = run_cli("run", f"log.folder={tmp_path}", *extra, override)
+    result = in_process("run", f"log.folder={tmp_path}", *extra, override)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and culprit in lines[0]

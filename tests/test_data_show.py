@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from conftest import run_cli
 from fif.data.format.fif_format import read_split
 from fif.data.format.registry import resolve_registry
 from fif.tools.show import (BACKGROUND, CELL_H, HEADER, PAD, TILE, TILE_BACKGROUND, pick_samples, sheet_size,
@@ -55,12 +54,12 @@ def test_held_out_dataset_shows_its_test_split_only(mini_root, registry, tmp_pat
     assert not (tmp_path / "d.png").exists()
 
 
-def test_cli_writes_the_png_and_names_bad_input(mini_root, tmp_path):
+def test_cli_writes_the_png_and_names_bad_input(mini_root, tmp_path, in_process):
     out = tmp_path / "swatches.png"
-    result = run_cli("data", "show", "swatches", "--root", str(mini_root), "--split", "eval", "--n", "9",
+    result = in_process("data", "show", "swatches", "--root", str(mini_root), "--split", "eval", "--n", "9",
                      "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert Image.open(out).size == sheet_size([9], 9)
-    bad = run_cli("data", "show", "NO_SUCH_SET", "--root", str(mini_root), "--out", str(tmp_path / "x.png"))
+    bad = in_process("data", "show", "NO_SUCH_SET", "--root", str(mini_root), "--out", str(tmp_path / "x.png"))
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert bad.stderr.startswith("error: dataset 'NO_SUCH_SET' is not in the dataset registry")

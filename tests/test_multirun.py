@@ -72,8 +72,8 @@ def test_two_methods_give_two_run_folders_and_one_table(tmp_path, small):
     assert not list(tmp_path.rglob("*.tmp"))
 
 
-def test_a_failing_run_is_a_row_and_the_sweep_goes_on(tmp_path):
-    result = run_cli("run", "-m", "continual.method=magic,finetune", "experiment.task.n_samples=100",
+def test_a_failing_run_is_a_row_and_the_sweep_goes_on(tmp_path, in_process):
+    result = in_process("run", "-m", "continual.method=magic,finetune", "experiment.task.n_samples=100",
                      f"log.folder={tmp_path}", "log.name=bad")
     assert result.returncode == 1
     summary = json.loads((tmp_path / "bad" / "sweep.json").read_text())
@@ -83,14 +83,14 @@ def test_a_failing_run_is_a_row_and_the_sweep_goes_on(tmp_path):
     assert "(0 complete, 2 failed)" in result.stdout
 
 
-def test_cfg_lists_the_runs_without_running(tmp_path):
-    result = run_cli("run", "-m", "--cfg", "continual.method=ewc,si", "continual.si.c=1,10", f"log.folder={tmp_path}",
+def test_cfg_lists_the_runs_without_running(tmp_path, in_process):
+    result = in_process("run", "-m", "--cfg", "continual.method=ewc,si", "continual.si.c=1,10", f"log.folder={tmp_path}",
                      "log.name=dry")
     assert result.returncode == 0, result.stderr
     assert "4 runs" in result.stdout and "3_si_c-10" in result.stdout
     assert not (tmp_path / "dry").exists()
 
 
-def test_comma_values_without_multirun_point_to_it(tmp_path):
-    result = run_cli("run", "continual.method=finetune,bitfit", f"log.folder={tmp_path}")
+def test_comma_values_without_multirun_point_to_it(tmp_path, in_process):
+    result = in_process("run", "continual.method=finetune,bitfit", f"log.folder={tmp_path}")
     assert result.returncode == 2 and "fif run -m" in result.stderr

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
 from fif.config.blocks import check_run_options
 from fif.config import compose
 from fif.data.format.registry import builtin_registry
@@ -122,8 +121,8 @@ def test_read_stream_reads_gzip_and_plain_json_and_names_a_broken_file(tmp_path)
             read_stream(tmp_path / name)
 
 
-def test_streams_list_prints_every_shipped_stream_with_its_size():
-    result = run_cli("streams", "list")
+def test_streams_list_prints_every_shipped_stream_with_its_size(in_process):
+    result = in_process("streams", "list")
     assert result.returncode == 0, result.stderr
     rows = {line.split("\t")[0]: line.split("\t")[1:] for line in result.stdout.splitlines()}
     assert len(rows) == 31

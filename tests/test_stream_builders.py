@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
 from fif.data.format.fif_format import read_split
 from fif.data.format.registry import resolve_registry
 from fif.tools.stream_builders import (ORDERS, build_stream, class_accuracies, mean_adjacent_similarity,
@@ -119,10 +118,10 @@ def test_dataset_incremental_keeps_each_dataset_contiguous(built, mini_root, reg
     assert [c for d, c in given.entries if d == "GLYPHS"] == glyphs  # dataset (target) order inside
 
 
-def test_same_seed_gives_the_same_file_and_another_seed_another(mini_root, registry, tmp_path):
+def test_same_seed_gives_the_same_file_and_another_seed_another(mini_root, registry, tmp_path, in_process):
     paths = [tmp_path / f"random_{k}.json" for k in range(3)]
     for path, seed in zip(paths, (0, 0, 1)):
-        result = run_cli("streams", "build", "--root", str(mini_root), "--order", "random", "--out", str(path),
+        result = in_process("streams", "build", "--root", str(mini_root), "--order", "random", "--out", str(path),
                          "--seed", str(seed))
         assert result.returncode == 0, result.stderr
     assert paths[0].read_bytes() == paths[1].read_bytes() != paths[2].read_bytes()
@@ -136,9 +135,9 @@ def test_same_seed_gives_the_same_file_and_another_seed_another(mini_root, regis
         assert files[0] == files[1], order
 
 
-def test_cli_writes_scores_and_rejects_held_out_datasets(mini_root, tmp_path):
+def test_cli_writes_scores_and_rejects_held_out_datasets(mini_root, tmp_path, in_process):
     out, scores = tmp_path / "perf.json", tmp_path / "scores.json"
-    result = run_cli("streams", "build", "--root", str(mini_root), "--order", "performance_hard_to_easy",
+    result = in_process("streams", "build", "--root", str(mini_root), "--order", "performance_hard_to_easy",
                      "--out", str(out), "--datasets", "DIGITS,SWATCHES", "--max-per-class", "5", "--workers", "2",
                      "--scores", str(scores))
     assert result.returncode == 0, result.stderr
@@ -147,7 +146,7 @@ def test_cli_writes_scores_and_rejects_held_out_datasets(mini_root, tmp_path):
     assert stream == list(measured) and len(stream) == 24
     accuracy = [measured[k]["accuracy"] for k in stream]
     assert accuracy == sorted(accuracy)  # hard first
-    bad = run_cli("streams", "build", "--root", str(mini_root), "--order", "random", "--out",
+    bad = in_process("streams", "build", "--root", str(mini_root), "--order", "random", "--out",
                   str(tmp_path / "x.json"), "--datasets", "PRIMSHAPES")
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error: --datasets: PRIMSHAPES is not an adaptation")
     assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.json").exists()

@@ -11,7 +11,6 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from conftest import run_cli
 from fif.data.format.registry import adaptation_specs, builtin_registry, resolve_registry
 from fif.data.format.streams import read_stream, shipped_streams
 from fif.errors import FifError
@@ -94,13 +93,13 @@ def test_frequency_order_is_rarest_first_with_seeded_ties():
     assert all(sorted(t) == sorted(e for e in entries if counts[int(e[1])] == 0) for t in ties)
 
 
-def test_frequency_stream_of_the_mini_benchmark_from_a_generated_pool(mini_root, tmp_path):
+def test_frequency_stream_of_the_mini_benchmark_from_a_generated_pool(mini_root, tmp_path, in_process):
     pool = tmp_path / "pool"
     pool.mkdir()
     write_shard(pool / "shard-0.tar", ["a teal wall"] * 4 + ["Night Sky over the hills"] * 3)
     write_shard(pool / "shard-1.tar", ["the beaches of the north"] * 2 + ["a red cube and two red cubes"], start=7)
     out, scores = tmp_path / "freq.json", tmp_path / "scores.json"
-    result = run_cli("streams", "build", "--root", str(mini_root), "--order", "frequency", "--pool", str(pool),
+    result = in_process("streams", "build", "--root", str(mini_root), "--order", "frequency", "--pool", str(pool),
                      "--out", str(out), "--scores", str(scores), "--workers", "2")
     assert result.returncode == 0, result.stderr
     stream = [f"{d}+++{c}" for d, c in read_stream(out)]
@@ -123,11 +122,11 @@ def test_frequency_on_the_mini_pool_is_the_random_order_because_no_caption_names
     assert built.entries == build_stream("random", mini_root, registry, seed=3).entries
 
 
-def test_frequency_needs_a_pool(mini_root, tmp_path):
+def test_frequency_needs_a_pool(mini_root, tmp_path, in_process):
     registry = resolve_registry(None, mini_root)
     with pytest.raises(FifError, match="--order frequency needs --pool DIR"):
         build_stream("frequency", mini_root, registry)
-    result = run_cli("streams", "build", "--root", str(mini_root), "--order", "frequency", "--pool", str(tmp_path),
+    result = in_process("streams", "build", "--root", str(mini_root), "--order", "frequency", "--pool", str(tmp_path),
                      "--out", str(tmp_path / "f.json"))
     assert result.returncode == 2 and result.stderr.strip() == f"error: --pool {tmp_path}: no .tar shards found " \
                                                                f"(expected a folder of webdataset shards)"
@@ -193,11 +192,11 @@ def test_rsagg_mixes_exactly_the_references_year_chunks(fif_blocks, reference_di
     assert [b[0][0] for b in dict(groups)[2014]] == ["BIRDSNAP", "DTD", "ZAPPOS50k"]
 
 
-def test_time_orders_on_the_mini_benchmark_through_the_cli(mini_root, tmp_path):
+def test_time_orders_on_the_mini_benchmark_through_the_cli(mini_root, tmp_path, in_process):
     outputs = {}
     for order in ("time_incremental_dschunked", "time_incremental_rsagg"):
         outputs[order] = tmp_path / f"{order}.json"
-        result = run_cli("streams", "build", "--root", str(mini_root), "--order", order, "--out",
+        result = in_process("streams", "build", "--root", str(mini_root), "--order", order, "--out",
                          str(outputs[order]), "--seed", "4", "--scores", str(tmp_path / f"{order}.scores.json"))
         assert result.returncode == 0, result.stderr
         assert "datasets: 8" in result.stdout and "years: 5" in result.stdout
@@ -233,23 +232,23 @@ def test_reversed_reproduces_the_references_reverse_streams(kind):
     assert built.entries == read_stream(shipped[f"{kind}_sequence_reverse_1"]) and len(built.entries) == 18381
 
 
-def test_reversed_through_the_cli_writes_the_reference_file_byte_for_byte(reference_dir, tmp_path):
+def test_reversed_through_the_cli_writes_the_reference_file_byte_for_byte(reference_dir, tmp_path, in_process):
     out = tmp_path / "rev.json"
-    result = run_cli("streams", "build", "--order", "reversed", "--from", "stream_construction/random_sequence_1.json",
+    result = in_process("streams", "build", "--order", "reversed", "--from", "stream_construction/random_sequence_1.json",
                      "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert out.read_bytes() == (reference_dir / "streams" / "random_sequence_reverse_1.json").read_bytes()
     back = tmp_path / "back.json"
-    assert run_cli("streams", "build", "--order", "reversed", "--from", str(out), "--out", str(back)).returncode == 0
+    assert in_process("streams", "build", "--order", "reversed", "--from", str(out), "--out", str(back)).returncode == 0
     assert back.read_bytes() == (reference_dir / "streams" / "random_sequence_1.json").read_bytes()
 
 
-def test_reversed_needs_a_stream_and_from_belongs_to_reversed(mini_root, tmp_path):
+def test_reversed_needs_a_stream_and_from_belongs_to_reversed(mini_root, tmp_path, in_process):
     for args, message in ((["--order", "reversed"], "error: --order reversed needs --from NAME_OR_FILE"),
                           (["--order", "reversed", "--from", "nope_7"], "error: --from='nope_7' is neither a file"),
                           (["--order", "random", "--root", str(mini_root), "--from", "mini_random_1"],
                            "error: --from=mini_random_1 is only read by --order reversed")):
-        result = run_cli("streams", "build", *args, "--out", str(tmp_path / "x.json"))
+        result = in_process("streams", "build", *args, "--out", str(tmp_path / "x.json"))
         assert result.returncode == 2 and result.stderr.startswith(message), result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.json").exists()
     mini = build_stream("reversed", None, None, source="mini_random_1").entries
