@@ -138,9 +138,9 @@ def test_train_workers_values(mini_root):
         run_experiment(compose(["experiment.dataset.prefetch=0"]), echo=lambda *_: None)
 
 
-def test_a_run_with_workers_equals_the_run_without(mini_root, tmp_path):
+def test_a_run_with_workers_equals_the_run_without(small, tmp_path):
     base = ["experiment.task.num=2", "experiment.task.n_samples=256", "continual.method=ewc",
-            "continual.ewc.max_fim_samples=128", "log.progress=false", f"log.folder={tmp_path}"]
+            "continual.ewc.max_fim_samples=128", "log.progress=false", f"log.folder={tmp_path}", *small]
     serial = run_experiment(compose([*base, "log.name=serial", "experiment.dataset.train_workers=0"]),
                             echo=lambda *_: None).results
     parallel = run_experiment(compose([*base, "log.name=parallel", "experiment.dataset.train_workers=2"]),
