@@ -121,7 +121,7 @@ def read_results(run_dir: Path) -> dict:
 
 
 @pytest.fixture(scope="session")
-def tracked_runs(tmp_path_factory: pytest.TempPathFactory, mini_root: Path) -> Path:
+def tracked_runs(tmp_path_factory: pytest.TempPathFactory, small: list[str]) -> Path:
     """Two short real runs for the tracking and report tests, made once per session in one folder:
     ``replay`` (default mixture; TensorBoard and offline W&B on) and ``no_replay`` (update data
     only, lr 1e-3, so its scores move differently; an evaluation inside each task on subsets, the
@@ -135,7 +135,8 @@ def tracked_runs(tmp_path_factory: pytest.TempPathFactory, mini_root: Path) -> P
            **{f"WANDB_{k}_DIR": str(wandb_home / k.lower()) for k in ("CONFIG", "CACHE", "DATA")}}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    base = ["experiment.task.num=2", "experiment.task.n_samples=256", "log.progress=false", f"log.folder={folder}"]
+    base = ["experiment.task.num=2", "experiment.task.n_samples=256", "log.progress=false", f"log.folder={folder}",
+            *small]  # the 3-dataset registry: two adaptation datasets streamed, one held out
     try:
         run_experiment(compose([*base, "log.name=replay", "log.tensorboard=true", "log.use=true",
                                 "log.wandb_mode=offline"]), echo=lambda *_: None)
