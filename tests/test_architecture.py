@@ -31,6 +31,7 @@ LAYERS: list[set[str]] = [
     {"budget"},
     {"train"},
     {"tools", "report"},
+    {"studies"},  # grids of runs over seeds, judged and reported (fif.report)
     {"cli"},
 ]
 # Inside fif.data: what each sub-package (or module directly in fif/data) may use of the others. The

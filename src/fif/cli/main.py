@@ -151,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_results_commands(sub)
     from fif.cli.flops import add_parser as add_flops_parser; add_flops_parser(sub)  # noqa: E702
     from fif.cli.evaluate import add_parser as add_eval_parser; add_eval_parser(sub)  # noqa: E702
+    from fif.cli.study import add_parser as add_study_parser; add_study_parser(sub)  # noqa: E702
     return parser
 
 

@@ -107,8 +107,8 @@ def _gap_caption(records: Sequence[RunRecord]) -> str:
             "and its recovery is the stability gap. Cost: " + "; ".join(costs) + ".")
 
 
-def render(records: Sequence[RunRecord], title: str = "FoMo-in-Flux report") -> str:
-    """The whole page as a string."""
+def render(records: Sequence[RunRecord], title: str = "FoMo-in-Flux report", lead: str = "") -> str:
+    """The whole page as a string; ``lead``: HTML placed before the numbers (a study's findings)."""
     try:
         from importlib.metadata import version
 
@@ -120,7 +120,7 @@ def render(records: Sequence[RunRecord], title: str = "FoMo-in-Flux report") -> 
             f"{html.escape(fif_version)}. Scores are percentages; A_KA = mean over the streamed (adaptation) "
             f"datasets, A_ZS = mean over the held-out datasets, GM = sqrt(A_KA &middot; A_ZS); "
             f"avg = mean over tasks.</p>",
-            "<h2>Numbers</h2>", summary_table(records)]
+            lead, "<h2>Numbers</h2>", summary_table(records)]
     body.append(seeds_section(records))
     with_tasks = [r for r in records if r.tasks]
     body.append("<h2>Knowledge accumulation vs. zero-shot retention</h2>")
@@ -161,7 +161,8 @@ def render(records: Sequence[RunRecord], title: str = "FoMo-in-Flux report") -> 
             + "\n".join(part for part in body if part) + "\n</body></html>\n")
 
 
-def write_report(records: Sequence[RunRecord], out: str | Path, title: str = "FoMo-in-Flux report") -> Path:
+def write_report(records: Sequence[RunRecord], out: str | Path, title: str = "FoMo-in-Flux report",
+                 lead: str = "") -> Path:
     """Render, then write atomically (a reader never sees half a page)."""
-    page = render(records, title)
+    page = render(records, title, lead)
     return atomic_write(Path(out), lambda handle: handle.write(page))
