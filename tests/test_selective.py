@@ -43,12 +43,12 @@ def _names(select) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, mini_root) -> dict[str, tuple[dict[str, torch.Tensor], float]]:
+def trained(tmp_path_factory, small) -> dict[str, tuple[dict[str, torch.Tensor], float]]:
     """Final weights and GFLOPs per sample of each variant after one task of 3 steps."""
     folder = tmp_path_factory.mktemp("selective")
     out = {}
     for name, overrides in VARIANTS.items():
-        cfg = compose([f"log.folder={folder}", f"log.name={name}", *SHORT, *overrides])
+        cfg = compose([f"log.folder={folder}", f"log.name={name}", *SHORT, *small, *overrides])
         run = train_tasks(cfg)  # the training phase alone: these tests read weights, not scores
         weights = {k: v.detach().cpu() for k, v in run.parts.method.final_state_dict().items()}
         start = json.loads(Path(run.run_dir / "events.jsonl").read_text().splitlines()[0])

@@ -256,12 +256,12 @@ def test_failed_downloads_are_one_line(hub, tmp_path):
     assert TINY not in (manifest(tmp_path) if (tmp_path / "fif_weights.json").exists() else {})
 
 
-def test_final_model_of_a_run_loads_back_bit_for_bit(tmp_path, mini_root):
+def test_final_model_of_a_run_loads_back_bit_for_bit(tmp_path, small):
     from fif.config import compose
     from fif.train.run import run_experiment
 
     overrides = ["experiment.task.num=1", "experiment.task.n_samples=128", "log.progress=false",
-                 f"log.folder={tmp_path}", "log.name=saved", "log.checkpoint=true"]
+                 f"log.folder={tmp_path}", "log.name=saved", "log.checkpoint=true", *small]
     output = run_experiment(compose(overrides), echo=lambda *_: None)
     path = output.run_dir / "final_model.pt"
     saved = torch.load(path, weights_only=True)["model"]
