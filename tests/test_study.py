@@ -154,3 +154,51 @@ def test_a_killed_study_keeps_its_finished_runs_and_runs_only_the_rest(tmp_path,
     assert "| h | a hotter lr accumulates more | final.A_KA |" in findings
     page = (folder / "report.html").read_text()
     assert "<h2>Findings</h2>" in page and "KA-ZS plane" in page
+
+
+TUNE = {"key": "experiment.optimizer.lr", "values": [1.0e-4, 1.0e-3], "metric": "final.geometric_mean",
+        "seeds": [0, 1], "arms": ["b"]}
+
+
+def test_a_tuned_value_comes_before_the_arms_own_overrides_and_tuning_runs_in_validation_mode(tmp_path):
+    grid = load_grid(str(_grid(tmp_path, tune=TUNE, tuned={"b": 0.001})))
+    runs = {r.name: r.overrides for r in grid.runs()}
+    assert runs["b_seed-0"] == ("experiment.task.num=2", "experiment.optimizer.lr=0.001", "continual.method=bitfit",
+                                "experiment.seed=0")
+    assert "experiment.optimizer.lr" not in " ".join(runs["a_seed-0"])  # untuned arm: the preset's lr
+    assert {r.name: r.overrides[1] for r in grid.runs(tuned={"b": 0.01})}["b_seed-1"] == "experiment.optimizer.lr=0.01"
+    tuning = grid.tune.runs(grid)
+    assert [run.name for run, _ in tuning] == ["b_lr-0.0001_seed-0", "b_lr-0.0001_seed-1", "b_lr-0.001_seed-0",
+                                                "b_lr-0.001_seed-1"]
+    assert all(run.overrides[-2:-1] == ("experiment.dataset.validation_mode=true",) for run, _ in tuning)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"tune": {**TUNE, "values": [1e-3]}}, "tune.values: expected at least two distinct values"),
+    ({"tune": {**TUNE, "arms": ["zz"]}}, "tune.arms: expected arm names of this grid"),
+    ({"tune": {**TUNE, "metric": "final.loss"}}, "tune.metric='final.loss' is not valid"),
+    ({"tuned": {"b": 1e-3}}, "tuned: expected a mapping of arm name -> value of the tune block's key"),
+])
+def test_a_bad_tune_block_is_one_line(tmp_path, fields, message):
+    with pytest.raises(FifError) as error:
+        load_grid(str(_grid(tmp_path, **fields)))
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_tuning_chooses_each_arms_best_mean_and_the_study_folder_remembers_it(tmp_path):
+    """Finished tuning runs are never redone, so results.json files written here are what tune() judges."""
+    from fif.studies.runner import read_tuned, tune
+
+    grid = load_grid(str(_grid(tmp_path, tune=TUNE)))
+    folder = tmp_path / "study"
+    gm = {("0.0001", 0): 40.0, ("0.0001", 1): 44.0, ("0.001", 0): 41.0, ("0.001", 1): 45.0}  # 42 vs 43
+    for (value, seed), score in gm.items():
+        run = folder / "tuning" / f"b_lr-{value}_seed-{seed}"
+        run.mkdir(parents=True)
+        (run / "results.json").write_text(json.dumps({"status": "complete", "final": {"geometric_mean": score}}))
+    lines: list[str] = []
+    assert tune(grid, folder, echo=lines.append) == {"b": 0.001}
+    assert "4 already complete, 0 to run" in lines[0] and "b: experiment.optimizer.lr=0.001" in lines[-1]
+    assert read_tuned(folder) == {"b": 0.001}
+    saved = yaml.safe_load((folder / "tuned.yaml").read_text())
+    assert saved["means"]["b"] == {"0.0001": 42.0, "0.001": 43.0} and saved["metric"] == "final.geometric_mean"

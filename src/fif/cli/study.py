@@ -12,7 +12,7 @@ from pathlib import Path
 
 def cmd_study(args: argparse.Namespace) -> int:
     from fif.studies.grid import load_grid, shipped_grids
-    from fif.studies.runner import execute, write_page
+    from fif.studies.runner import execute, read_tuned, tune, write_page
 
     if args.list:
         for name, path in shipped_grids().items():
@@ -23,13 +23,22 @@ def cmd_study(args: argparse.Namespace) -> int:
         return 2
     grid = load_grid(args.name)
     folder = Path(args.out or Path("studies") / (grid.name + ("_quick" if args.quick else ""))).expanduser()
-    runs = grid.runs(args.quick)
     if args.plan:
+        if args.tune and grid.tune is not None:
+            tuning = [run for run, _ in grid.tune.runs(grid)]
+            print(f"tuning {grid.tune.key} in validation mode: {len(tuning)} runs into {folder / 'tuning'}")
+            for run in tuning:
+                print(f"  {run.name}: {' '.join(run.overrides)}")
+        runs = grid.runs(args.quick, read_tuned(folder))
         print(f"study {grid.name}{' (quick)' if args.quick else ''}: {len(runs)} runs into {folder / 'runs'}")
         for run in runs:
             print(f"  {run.name}: {' '.join(run.overrides)}")
         return 0
-    states = execute(grid, folder, args.quick, args.jobs)
+    tuned = tune(grid, folder, args.jobs) if args.tune else read_tuned(folder)
+    if tuned is not None and grid.tune is not None:
+        print(f"{grid.tune.key} per arm (tuned in validation mode, {folder / 'tuned.yaml'}): "
+              + ", ".join(f"{arm}={value}" for arm, value in tuned.items()))
+    states = execute(grid, folder, args.quick, args.jobs, tuned=tuned)
     markdown, page = write_page(grid, folder, states)
     print(markdown.read_text(), end="")
     failed = sum(state.status != "complete" for state in states)
@@ -48,4 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     study.add_argument("--jobs", type=int, default=1, help="runs at a time, as separate processes (default 1)")
     study.add_argument("--out", help="study folder (default studies/NAME, studies/NAME_quick with --quick)")
     study.add_argument("--plan", action="store_true", help="print the runs and their overrides, run nothing")
+    study.add_argument("--tune", action="store_true",
+                       help="first choose the grid's tune key (e.g. each method's lr) per arm in validation mode, "
+                            "write tuned.yaml in the study folder, then run the study with those values")
     study.set_defaults(func=cmd_study)

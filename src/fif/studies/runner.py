@@ -79,17 +79,17 @@ def _save(folder: Path, grid: StudyGrid, quick: bool, states: list[RunState]) ->
                                               "runs": [s.record() for s in states]})
 
 
-def execute(grid: StudyGrid, folder: Path, quick: bool = False, jobs: int = 1, echo: Echo = print) -> list[RunState]:
-    """Every run of the grid, finished ones skipped; returns each run's state (failed runs included)."""
+def _run_all(label: str, runs: list[StudyRun], runs_dir: Path, jobs: int, echo: Echo,
+             saved: Callable[[list[RunState]], None]) -> list[RunState]:
+    """Every run, finished ones skipped, ``jobs`` at a time; ``saved`` is called after each run."""
     if jobs < 1:
         raise FifError(f"--jobs {jobs}: expected a number of parallel runs >= 1")
-    runs_dir = folder / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
-    states = [RunState(run, run_status(runs_dir / run.name)) for run in grid.runs(quick)]
+    states = [RunState(run, run_status(runs_dir / run.name)) for run in runs]
     todo = [s for s in states if s.status != "complete"]
-    echo(f"study {grid.name}{' (quick)' if quick else ''}: {len(states)} runs, {len(states) - len(todo)} already "
-         f"complete, {len(todo)} to run, {jobs} at a time; runs in {runs_dir}")
-    _save(folder, grid, quick, states)
+    echo(f"{label}: {len(states)} runs, {len(states) - len(todo)} already complete, {len(todo)} to run, {jobs} at "
+         f"a time; runs in {runs_dir}")
+    saved(states)
     start, done = time.time(), 0
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = {pool.submit(_launch, state.run, runs_dir, jobs): state for state in todo}
@@ -99,10 +99,59 @@ def execute(grid: StudyGrid, folder: Path, quick: bool = False, jobs: int = 1, e
             done += 1
             note = f"failed: {outcome.error}" if outcome.error else f"{outcome.seconds:.0f} s"
             echo(f"[{done}/{len(todo)}] {state.run.name}: {note}")
-            _save(folder, grid, quick, states)
+            saved(states)
     if todo:
-        echo(f"study {grid.name}: ran {len(todo)} runs in {time.time() - start:.0f} s")
+        echo(f"{label}: ran {len(todo)} runs in {time.time() - start:.0f} s")
     return states
+
+
+def execute(grid: StudyGrid, folder: Path, quick: bool = False, jobs: int = 1, echo: Echo = print,
+            tuned: dict[str, Any] | None = None) -> list[RunState]:
+    """Every run of the grid, finished ones skipped; returns each run's state (failed runs included).
+    ``tuned``: values chosen by ``tune`` instead of the grid's shipped ones."""
+    label = f"study {grid.name}{' (quick)' if quick else ''}"
+    return _run_all(label, grid.runs(quick, tuned), folder / "runs", jobs, echo,
+                    lambda states: _save(folder, grid, quick, states))
+
+
+def tune(grid: StudyGrid, folder: Path, jobs: int = 1, echo: Echo = print) -> dict[str, Any]:
+    """The grid's ``tune`` block run in validation mode: per arm, the value with the best mean metric over the
+    tuning seeds. Written to ``<folder>/tuned.yaml`` (with every value's mean), which later runs of the
+    study in that folder use."""
+    import yaml
+
+    spec = grid.tune
+    if spec is None:
+        raise FifError(f"study {grid.name} ({grid.source}) has no tune block: nothing to tune")
+    pairs = spec.runs(grid)
+    runs_dir = folder / "tuning"
+    states = _run_all(f"tuning {spec.key} of study {grid.name}", [run for run, _ in pairs], runs_dir, jobs, echo,
+                      lambda states: atomic_write_json(folder / "tuning.json", [s.record() for s in states]))
+    means: dict[str, dict[str, float]] = {}
+    chosen: dict[str, Any] = {}
+    for arm in spec.arms:
+        scores: dict[Any, list[float]] = {}
+        for (run, value), state in zip(pairs, states):
+            if state.status == "complete" and run.arm.startswith(f"{arm}_"):
+                results = RunResults.read(runs_dir / run.name).data
+                scores.setdefault(value, []).append(metric_value(results, spec.metric))
+        if not scores:
+            raise FifError(f"tuning {spec.key} of arm {arm}: no run finished (see {runs_dir}/*.log)")
+        means[arm] = {str(v): sum(x) / len(x) for v, x in scores.items()}
+        chosen[arm] = max(scores, key=lambda v: sum(scores[v]) / len(scores[v]))
+        echo(f"tuned {arm}: {spec.key}={chosen[arm]} ({spec.metric} " +
+             ", ".join(f"{v}: {m:.2f}" for v, m in means[arm].items()) + ")")
+    record = {"key": spec.key, "metric": spec.metric, "seeds": list(spec.seeds), "tuned": chosen, "means": means}
+    atomic_write(folder / "tuned.yaml", lambda handle: yaml.safe_dump(record, handle, sort_keys=False))
+    return chosen
+
+
+def read_tuned(folder: Path) -> dict[str, Any] | None:
+    """The values an earlier ``--tune`` chose for the study in ``folder`` (None: none there)."""
+    import yaml
+
+    path = folder / "tuned.yaml"
+    return (yaml.safe_load(path.read_text()) or {}).get("tuned") if path.is_file() else None
 
 
 def verdicts(grid: StudyGrid, runs_dir: Path, states: list[RunState]) -> list[tuple[Any, Verdict | None]]:
