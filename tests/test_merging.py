@@ -74,8 +74,8 @@ def combine(states: list[State], weights: list[float]) -> State:
     return {k: sum(w * s[k] for w, s in zip(weights, states)) for k in states[0]}
 
 
-def test_ema_paint_trains_from_and_evaluates_the_running_average(monkeypatch, tmp_path, mini_root):
-    rec = run_recorded(monkeypatch, tmp_path, "ema_paint", 2, whole=True)
+def test_ema_paint_trains_from_and_evaluates_the_running_average(monkeypatch, tmp_path, small):
+    rec = run_recorded(monkeypatch, tmp_path, "ema_paint", 2, *small, whole=True)
     theta0, (theta1, theta2) = rec["init"][0], rec["theta"]
     m1 = {k: (theta1[k] + theta0[k]) / 2 for k in theta0}
     m2 = {k: (theta2[k] + m1[k]) / 2 for k in theta0}
