@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from conftest import read_results, run_cli
+from fif.config import compose
+from fif.train.run import run_experiment
 from fif.runtime.distributed import DistContext, shard
 
 SHORT = ["experiment.task.num=2", "experiment.task.n_samples=256", "experiment.task.batch_size=32",
@@ -51,8 +53,7 @@ def test_shards_cover_the_batch_in_order():
 @pytest.fixture(scope="module")
 def one_and_two_processes(tmp_path_factory, overrides) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("ddp")
-    single = run_cli("run", *overrides, f"log.folder={folder}", "log.name=one")
-    assert single.returncode == 0, single.stderr[-3000:]
+    run_experiment(compose([*overrides, f"log.folder={folder}", "log.name=one"]), echo=lambda *_: None)
     double = _torchrun(2, "run", *overrides, f"log.folder={folder}", "log.name=two")
     assert double.returncode == 0, double.stderr[-3000:]
     return folder / "one", folder / "two"
