@@ -36,7 +36,7 @@ def metric_value(results: Mapping[str, Any], metric: str) -> float:
     return float(results[point][key])
 
 
-def _check_metric(metric: Any, where: str) -> str:
+def check_metric(metric: Any, where: str) -> str:
     parts = metric.split(".", 1) if isinstance(metric, str) else []
     if len(parts) != 2 or parts[0] not in POINTS or parts[1] not in KEYS:
         raise FifError(f"{where}.metric={metric!r} is not valid: expected POINT.KEY with POINT one of "
@@ -79,7 +79,7 @@ class Finding:
         if not named or not all(isinstance(a, str) and a in arms for a in named):
             raise FifError(f"{where}.{kind}: expected arm names of this grid ({', '.join(arms)}), "
                            f"not {value if kind not in ('below', 'above') else data.get('arm')!r}")
-        return cls(str(data["id"]), str(data["claim"]), _check_metric(data.get("metric"), where), kind,
+        return cls(str(data["id"]), str(data["claim"]), check_metric(data.get("metric"), where), kind,
                    tuple(named), threshold)
 
 

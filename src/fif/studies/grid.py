@@ -195,7 +195,7 @@ def load_grid(name_or_path: str) -> StudyGrid:
 
 
 def _tune(data: Any, where: str, arms: list[str]) -> TuneSpec:
-    from fif.studies.findings import _check_metric
+    from fif.studies.findings import check_metric
 
     if not isinstance(data, dict) or set(data) - {"key", "values", "metric", "seeds", "base", "arms"}:
         raise FifError(f"{where}: expected a mapping with key, values, metric and optionally seeds, base, arms")
@@ -207,6 +207,6 @@ def _tune(data: Any, where: str, arms: list[str]) -> TuneSpec:
     chosen_arms = data.get("arms") or arms
     if not isinstance(chosen_arms, list) or set(chosen_arms) - set(arms):
         raise FifError(f"{where}.arms: expected arm names of this grid ({', '.join(arms)}), not {chosen_arms!r}")
-    return TuneSpec(key, tuple(values), _check_metric(data.get("metric"), where),
+    return TuneSpec(key, tuple(values), check_metric(data.get("metric"), where),
                     _seeds(data.get("seeds", [0]), f"{where}.seeds"), _overrides(data.get("base"), f"{where}.base"),
                     tuple(chosen_arms))

@@ -156,43 +156,43 @@ def read_tuned(folder: Path) -> dict[str, Any] | None:
 
 def verdicts(grid: StudyGrid, runs_dir: Path, states: list[RunState]) -> list[tuple[Any, Verdict | None]]:
     """Each finding of the grid judged on the complete runs (None: an arm it needs has none)."""
-    values: dict[str, dict[str, list[float]]] = {}
+    complete = [(s.run.arm, RunResults.read(runs_dir / s.run.name).data) for s in states if s.status == "complete"]
+    judged = []
     for finding in grid.findings:
         per_arm: dict[str, list[float]] = {}
-        for state in states:
-            if state.status == "complete" and state.run.arm in finding.arms:
-                results = RunResults.read(runs_dir / state.run.name).data
-                per_arm.setdefault(state.run.arm, []).append(metric_value(results, finding.metric))
-        values[finding.id] = per_arm
-    return [(finding, judge(finding, values[finding.id])) for finding in grid.findings]
+        for arm, results in complete:  # each results.json read once, whatever the number of findings
+            if arm in finding.arms:
+                per_arm.setdefault(arm, []).append(metric_value(results, finding.metric))
+        judged.append((finding, judge(finding, per_arm)))
+    return judged
+
+
+HEADER = ("id", "claim", "metric", "effect", "spread", "seeds", "holds", "runs")
+RULE = ("A finding holds when its effect (the claimed mean difference) exceeds the spread (the sum of the compared "
+        "arms' standard deviations over seeds).")
+
+
+def _cells(finding: Any, verdict: Verdict | None) -> list[str]:
+    """One row of the findings table, in HEADER's order."""
+    cells = [finding.id, finding.claim, finding.metric]
+    if verdict is None:
+        return [*cells, "", "", "0", "not run", ""]
+    return [*cells, f"{verdict.effect:+.2f}", f"{verdict.spread:.2f}", str(verdict.seeds),
+            "yes" if verdict.holds else "no", verdict.detail]
 
 
 def findings_markdown(grid: StudyGrid, judged: list[tuple[Any, Verdict | None]]) -> str:
-    lines = [f"# Findings of study {grid.name}", "", grid.description, "",
-             "A finding holds when its effect (the claimed mean difference) exceeds the spread (the sum of the "
-             "compared arms' standard deviations over seeds).", "",
-             "| id | claim | metric | effect | spread | seeds | holds | runs |", "|---|---|---|---:|---:|---:|---|---|"]
-    for finding, verdict in judged:
-        if verdict is None:
-            lines.append(f"| {finding.id} | {finding.claim} | {finding.metric} | | | 0 | not run | |")
-        else:
-            holds = "yes" if verdict.holds else "no"
-            lines.append(f"| {finding.id} | {finding.claim} | {finding.metric} | {verdict.effect:+.2f} | "
-                         f"{verdict.spread:.2f} | {verdict.seeds} | {holds} | {verdict.detail} |")
+    lines = [f"# Findings of study {grid.name}", "", grid.description, "", RULE, "",
+             "| " + " | ".join(HEADER) + " |", "|---|---|---|---:|---:|---:|---|---|"]
+    lines += ["| " + " | ".join(_cells(finding, verdict)) + " |" for finding, verdict in judged]
     return "\n".join(lines) + "\n"
 
 
 def findings_html(judged: list[tuple[Any, Verdict | None]]) -> str:
-    rows = []
-    for finding, verdict in judged:
-        cells = [finding.id, finding.claim, finding.metric]
-        cells += (["", "", "0", "not run", ""] if verdict is None else
-                  [f"{verdict.effect:+.2f}", f"{verdict.spread:.2f}", str(verdict.seeds),
-                   "yes" if verdict.holds else "no", verdict.detail])
-        rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    head = "".join(f"<th>{h}</th>" for h in ("id", "claim", "metric", "effect", "spread", "seeds", "holds", "runs"))
-    return ("<h2>Findings</h2><p class='meta'>A finding holds when its effect (the claimed mean difference) exceeds "
-            "the spread (the sum of the compared arms' standard deviations over seeds).</p>"
+    rows = ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(finding, verdict)) + "</tr>"
+            for finding, verdict in judged]
+    head = "".join(f"<th>{h}</th>" for h in HEADER)
+    return (f"<h2>Findings</h2><p class='meta'>{RULE}</p>"
             f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
